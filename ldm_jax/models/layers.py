@@ -1,0 +1,76 @@
+"""Building blocks shared by every model: layers whose parameters carry logical axis names.
+
+Parameter names follow the reference PyTorch modules so that checkpoint conversion is a
+mechanical rename (see `ldm_jax.convert.state_dict`): a module is named after the
+reference attribute, and a list index is written `name:i` (orbax reserves '.').
+"""
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Dtype = Any
+
+# Logical axis names. The mesh rules that map them to `data` / `fsdp` / `tensor` live in configs.
+EMBED = "embed"    # input features of a kernel
+MLP = "mlp"        # output features of a kernel
+HEADS = "heads"    # attention heads (unused by kernels stored fused, kept for activations)
+VOCAB = "vocab"    # rows of an embedding table
+NORM = "norm"      # affine parameters of a normalisation layer
+
+
+def indexed(name: str, *indices: int) -> str:
+    """The Flax name of element `indices` of the reference module list `name`."""
+    return ":".join([name, *map(str, indices)])
+
+
+def _kernel_init(ndim: int, base=nn.initializers.lecun_normal()):
+    return nn.with_logical_partitioning(base, (None,) * (ndim - 2) + (EMBED, MLP))
+
+
+_bias_init = nn.with_logical_partitioning(nn.initializers.zeros_init(), (MLP,))
+_norm_scale_init = nn.with_logical_partitioning(nn.initializers.ones_init(), (NORM,))
+_norm_bias_init = nn.with_logical_partitioning(nn.initializers.zeros_init(), (NORM,))
+
+
+def conv(features: int, kernel_size: int | Sequence[int], *, stride: int = 1, padding: Any = "SAME",
+         dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, name: str | None = None,
+         use_bias: bool = True) -> nn.Conv:
+    """A Conv with logical axes on its kernel; `padding` int pads symmetrically like torch."""
+    if isinstance(kernel_size, int):
+        kernel_size = (kernel_size, kernel_size)
+    if isinstance(padding, int):
+        padding = [(padding, padding)] * len(kernel_size)
+    return nn.Conv(features, tuple(kernel_size), strides=stride, padding=padding, use_bias=use_bias,
+                   dtype=dtype, param_dtype=param_dtype, precision="highest",
+                   kernel_init=_kernel_init(len(kernel_size) + 2), bias_init=_bias_init, name=name)
+
+
+def dense(features: int, *, use_bias: bool = True, dtype: Dtype = jnp.float32,
+          param_dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Dense:
+    """A Dense layer with logical axes on its kernel (the reference nn.Linear)."""
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                    precision="highest", kernel_init=_kernel_init(2), bias_init=_bias_init, name=name)
+
+
+def group_norm(num_groups: int = 32, epsilon: float = 1e-6, *, dtype: Dtype = jnp.float32,
+               param_dtype: Dtype = jnp.float32, name: str | None = None) -> nn.GroupNorm:
+    """GroupNorm computed in float32, as the reference GroupNorm32 does."""
+    return nn.GroupNorm(num_groups=num_groups, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype,
+                        use_fast_variance=False, force_float32_reductions=True,
+                        scale_init=_norm_scale_init, bias_init=_norm_bias_init, name=name)
+
+
+def layer_norm(epsilon: float = 1e-5, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+               name: str | None = None) -> nn.LayerNorm:
+    """LayerNorm with the torch default epsilon and exact variance."""
+    return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, use_fast_variance=False,
+                        scale_init=_norm_scale_init, bias_init=_norm_bias_init, name=name)
+
+
+def embed(num_embeddings: int, features: int, *, dtype: Dtype = jnp.float32,
+          param_dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Embed:
+    """An embedding table (the reference nn.Embedding), rows on the `vocab` axis."""
+    init = nn.with_logical_partitioning(nn.initializers.normal(1.0), (VOCAB, EMBED))
+    return nn.Embed(num_embeddings, features, dtype=dtype, param_dtype=param_dtype,
+                    embedding_init=init, name=name)

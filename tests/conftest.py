@@ -1,0 +1,38 @@
+"""Test set-up: 8 simulated CPU devices, a persistent compilation cache, the reference fixtures."""
+import os
+import pathlib
+
+# Before JAX initialises its backend: simulate a small mesh on the CPU.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+jax.config.update("jax_compilation_cache_dir", str(REPO / ".cache" / "jax_compilation"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+FIXTURES = pathlib.Path(os.environ.get("LDM_JAX_FIXTURES", REPO.parent / "shared" / "fixtures" / "compvis"))
+
+
+@pytest.fixture(scope="session")
+def compvis_fixtures() -> pathlib.Path:
+    """The folder of reference outputs of the original PyTorch code (see its README)."""
+    if not (FIXTURES / "manifest.json").exists():
+        pytest.skip(f"reference fixtures not found at {FIXTURES}")
+    return FIXTURES
+
+
+def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
+    return np.moveaxis(x, 1, -1) if x.ndim == 4 else x
+
+
+def assert_matches_reference(actual, reference, name: str = "output", rel: float = 1e-4):
+    """The fixtures' module tolerance: max|a - b| <= rel * max(1, max|ref|)."""
+    actual, reference = np.asarray(actual), np.asarray(reference)
+    assert actual.shape == reference.shape, f"{name}: shape {actual.shape} != reference {reference.shape}"
+    bound = rel * max(1.0, float(np.abs(reference).max()))
+    error = float(np.abs(actual.astype(np.float64) - reference).max())
+    assert error <= bound, f"{name}: max abs error {error:.3g} exceeds {bound:.3g}"
