@@ -69,8 +69,8 @@ def convert_module(kind: str, state_dict: Mapping[str, np.ndarray], params: Mapp
     `kind` is "autoencoder_kl", "vq", "unet", "bert_embedder", "clip_text", "open_clip_text",
     "class_embedder" or "spatial_rescaler"; keys may carry their checkpoint prefix or not.
     """
-    module = components.build({"kind": kind, "params": params}, dtype=dtype, param_dtype=param_dtype)
     tensors = component_state_dict(kind, state_dict)
+    module = components.build({"kind": kind, "params": params}, dtype=dtype, param_dtype=param_dtype)
     return module, {"params": _load(kind, module, tensors, f"{kind} state dict")}
 
 

@@ -154,8 +154,11 @@ class TransformerEmbedder(nn.Module):
 _INFERENCE_IRRELEVANT = {"device", "use_tokenizer"}
 
 
-def bert_embedder_from_reference(params: Mapping) -> TransformerEmbedder:
-    """Builds the embedder from a reference `TransformerEmbedder` / `BERTEmbedder` params mapping."""
+def bert_embedder_from_reference(params: Mapping, **module_kwargs) -> TransformerEmbedder:
+    """Builds the embedder from a reference `TransformerEmbedder` / `BERTEmbedder` params mapping.
+
+    `module_kwargs` (dtype, param_dtype) pass through to the module.
+    """
     params = dict(params)
     unknown = set(params) - {"n_embed", "n_layer", "vocab_size", "max_seq_len", "embedding_dropout"} \
         - _INFERENCE_IRRELEVANT
@@ -166,7 +169,7 @@ def bert_embedder_from_reference(params: Mapping) -> TransformerEmbedder:
             raise ValueError(f"TransformerEmbedder params lack the required '{required}'")
     kwargs = {k: params[k] for k in ("n_embed", "n_layer", "vocab_size", "max_seq_len", "embedding_dropout")
               if k in params}
-    return TransformerEmbedder(**kwargs)
+    return TransformerEmbedder(**kwargs, **module_kwargs)
 
 
 def example_inputs(module: TransformerEmbedder) -> tuple:
