@@ -26,7 +26,7 @@ _VQ_LOSS_TARGET = "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator"
 
 # The diffusion settings every released LatentDiffusion shares unless its YAML says otherwise
 # (CompVis ldm.models.diffusion.ddpm DDPM / LatentDiffusion defaults).
-_DIFFUSION_DEFAULTS = {
+DIFFUSION_DEFAULTS = {
     "timesteps": 1000,
     "beta_schedule": "linear",
     "linear_start": 1e-4,
@@ -199,11 +199,11 @@ def sd_v2_unet(in_channels: int = 4, use_fp16: bool | None = True) -> Component:
 
 def diffusion(**overrides) -> dict:
     """The LatentDiffusion settings: the reference defaults, then the YAML's own values."""
-    unknown = set(overrides) - set(_DIFFUSION_DEFAULTS)
+    unknown = set(overrides) - set(DIFFUSION_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown diffusion settings {sorted(unknown)}; "
-                         f"expected some of {sorted(_DIFFUSION_DEFAULTS)}")
-    settings = {**_DIFFUSION_DEFAULTS, **overrides}
+                         f"expected some of {sorted(DIFFUSION_DEFAULTS)}")
+    settings = {**DIFFUSION_DEFAULTS, **overrides}
     if settings["conditioning_key"] not in CONDITIONING_KEYS:
         raise ValueError(f"diffusion.conditioning_key must be one of {CONDITIONING_KEYS}, "
                          f"got {settings['conditioning_key']!r}")

@@ -7,10 +7,13 @@ settings of `LatentDiffusion` go to `config.model.diffusion`.
 import json
 import os
 import pathlib
+import warnings
 from typing import Any, Mapping
 
 import ml_collections
 import yaml
+
+from ldm_jax import zoo
 
 # Reference classes by name (the module path differs between the CompVis / Stability repos).
 KIND_OF_CLASS = {
@@ -27,9 +30,15 @@ KIND_OF_CLASS = {
 }
 _COMPONENT_CONFIGS = {"first_stage_config": "first_stage", "unet_config": "unet",
                       "cond_stage_config": "cond_stage"}
-_DIFFUSION_DEFAULTS = dict(timesteps=1000, beta_schedule="linear", linear_start=1e-4, linear_end=2e-2,
-                           cosine_s=8e-3, parameterization="eps", scale_factor=1.0,
-                           conditioning_key="none", use_ema=True)
+_LATENT_DIFFUSION_CLASSES = ("LatentDiffusion", "LatentInpaintDiffusion", "LatentFinetuneDiffusion")
+_COND_STAGE_SOURCES = {"__is_unconditional__": "none", "__is_first_stage__": "first_stage"}
+# LatentDiffusion params that only the reference training loop reads.
+_TRAINING_ONLY = frozenset({
+    "num_timesteps_cond", "log_every_t", "monitor", "ckpt_path", "ignore_keys", "load_only_unet",
+    "original_elbo_weight", "l_simple_weight", "learn_logvar", "logvar_init", "use_positional_encodings",
+    "clip_denoised", "scheduler_config", "make_it_fit", "ucg_training", "reset_ema", "reset_num_ema_updates",
+    "unet_trainable", "finetune_keys", "keep_finetune_dims", "masked_loss_weight", "base_learning_rate",
+})
 # `version` values of FrozenCLIPEmbedder whose text config we know without a download.
 _KNOWN_CLIP_VERSIONS = ("openai/clip-vit-large-patch14",)
 
@@ -61,31 +70,38 @@ def config_from_reference(document: Mapping, *, base_dir: pathlib.Path | None = 
     config = ml_collections.ConfigDict()
     config.model = ml_collections.ConfigDict()
     class_name = target.rsplit(".", 1)[-1]
-    if class_name in ("LatentDiffusion", "LatentInpaintDiffusion", "LatentUpscaleDiffusion",
-                      "LatentFinetuneDiffusion", "ImageEmbeddingConditionedLatentDiffusion"):
-        for config_key, name in _COMPONENT_CONFIGS.items():
-            if config_key not in params:
-                raise ReferenceConfigError(f"{source}: model.params.{config_key} is missing")
-            component = _component(params.pop(config_key), f"{source}: model.params.{config_key}", base_dir)
-            if component is not None:
-                config.model[name] = component
-        diffusion = {**_DIFFUSION_DEFAULTS, **{k: v for k, v in params.items() if not isinstance(v, Mapping)}}
-        if diffusion["conditioning_key"] is None:
-            diffusion["conditioning_key"] = "none"
-        config.model.diffusion = _plain(diffusion)
-    else:
+    if class_name not in _LATENT_DIFFUSION_CLASSES:
         component = _component(model, f"{source}: model", base_dir)
-        name = "unet" if component.kind == "unet" else "first_stage"
-        if component.kind not in ("unet", "autoencoder_kl", "vq"):
-            name = "cond_stage"
+        if component is None:
+            raise ReferenceConfigError(f"{source}: model.target {target} is not a model this library builds")
+        name = {"unet": "unet", "autoencoder_kl": "first_stage", "vq": "first_stage"}.get(component.kind,
+                                                                                          "cond_stage")
         config.model[name] = component
+        return config
+    for config_key, name in _COMPONENT_CONFIGS.items():
+        if config_key not in params:
+            raise ReferenceConfigError(f"{source}: model.params.{config_key} is missing")
+    cond_stage_config = params.pop("cond_stage_config")
+    for config_key, name in (("first_stage_config", "first_stage"), ("unet_config", "unet")):
+        config.model[name] = _component(params.pop(config_key), f"{source}: model.params.{config_key}", base_dir)
+    source_of_condition = _COND_STAGE_SOURCES.get(str(cond_stage_config))
+    if source_of_condition is None and cond_stage_config.get("target", "").endswith("torch.nn.Identity"):
+        source_of_condition = "identity"
+    if source_of_condition is None:
+        source_of_condition = "model"
+        config.model.cond_stage = _component(cond_stage_config, f"{source}: model.params.cond_stage_config",
+                                             base_dir)
+    settings = {k: v for k, v in params.items() if k in zoo.DIFFUSION_DEFAULTS}
+    dropped = sorted(set(params) - set(settings) - _TRAINING_ONLY)
+    if dropped:
+        warnings.warn(f"{source}: ignoring model.params {dropped}, which do not affect inference here")
+    if settings.get("conditioning_key") is None:
+        settings["conditioning_key"] = "none"
+    config.model.diffusion = zoo.diffusion(**_plain(settings), cond_stage_source=source_of_condition)
     return config
 
 
-def _component(entry: Any, where: str, base_dir: pathlib.Path | None) -> ml_collections.ConfigDict | None:
-    if entry in ("__is_unconditional__", "__is_first_stage__"):
-        # No separate conditioner: unconditional, or conditioned on the first stage's own latent.
-        return None if entry == "__is_unconditional__" else ml_collections.ConfigDict({"kind": "first_stage"})
+def _component(entry: Any, where: str, base_dir: pathlib.Path | None) -> ml_collections.ConfigDict:
     if not isinstance(entry, Mapping) or "target" not in entry:
         raise ReferenceConfigError(f"{where}: expected a mapping with `target` and `params`")
     class_name = entry["target"].rsplit(".", 1)[-1]
@@ -94,11 +110,13 @@ def _component(entry: Any, where: str, base_dir: pathlib.Path | None) -> ml_coll
         raise ReferenceConfigError(f"{where}.target: {entry['target']} is not a model this library builds; "
                                    f"expected one of {', '.join(sorted(KIND_OF_CLASS))}")
     params = dict(entry.get("params") or {})
-    component = {"kind": kind, "params": params}
     if kind == "clip_text":
         # FrozenCLIPEmbedder names a hub model; its architecture is the transformers config.
-        component = {"kind": kind, "params": _clip_text_config(params, where, base_dir),
-                     "max_length": params.get("max_length", 77), "layer": params.get("layer", "last")}
+        if params.get("layer", "last") != "last":
+            raise ReferenceConfigError(f"{where}.params.layer: only 'last' (SD v1) is supported, "
+                                       f"got {params['layer']!r}")
+        params = _clip_text_config(params, where, base_dir)
+    component = {"kind": kind, "params": params}
     return ml_collections.ConfigDict(_plain(component))
 
 
@@ -107,9 +125,7 @@ def _clip_text_config(params: Mapping, where: str, base_dir: pathlib.Path | None
         return dict(params["text_config"])
     version = params.get("version", "openai/clip-vit-large-patch14")
     if version in _KNOWN_CLIP_VERSIONS:
-        from ldm_jax import zoo
-
-        return zoo.clip_vit_l14()
+        return zoo.clip_vit_l14()["params"]
     candidates = [pathlib.Path(version) / "config.json"]
     if base_dir is not None:
         candidates += [base_dir / version / "config.json", base_dir / "clip_text_config.json"]
@@ -133,16 +149,15 @@ def to_reference_document(config: ml_collections.ConfigDict) -> dict:
         (component,) = components.values()
         return {"model": _reference_component(component)}
     params = dict(config.model.diffusion.to_dict())
+    cond_stage_source = params.pop("cond_stage_source")
     if params.get("conditioning_key") == "none":
         params["conditioning_key"] = None
     for config_key, name in _COMPONENT_CONFIGS.items():
-        component = components.get(name)
-        if component is None:
-            params[config_key] = "__is_unconditional__"
-        elif component.kind == "first_stage":
-            params[config_key] = "__is_first_stage__"
-        else:
-            params[config_key] = _reference_component(component)
+        if name in components:
+            params[config_key] = _reference_component(components[name])
+    if cond_stage_source != "model":
+        params["cond_stage_config"] = {"none": "__is_unconditional__", "first_stage": "__is_first_stage__",
+                                       "identity": {"target": "torch.nn.Identity"}}[cond_stage_source]
     return {"model": {"target": "ldm.models.diffusion.ddpm.LatentDiffusion", "params": params}}
 
 
@@ -161,8 +176,7 @@ _TARGET_OF_KIND = {
 def _reference_component(component: ml_collections.ConfigDict) -> dict:
     params = _lists(component.params.to_dict())
     if component.kind == "clip_text":
-        params = {"version": "openai/clip-vit-large-patch14", "max_length": component.get("max_length", 77),
-                  "layer": component.get("layer", "last"), "text_config": params}
+        params = {"version": "openai/clip-vit-large-patch14", "max_length": 77, "text_config": params}
     return {"target": _TARGET_OF_KIND[component.kind], "params": params}
 
 

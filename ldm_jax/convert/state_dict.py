@@ -100,7 +100,7 @@ def _mismatch_message(source, num_expected, missing, unexpected, misshapen, show
         if keys:
             listed = ", ".join(keys[:shown]) + (f", ... ({len(keys) - shown} more)" if len(keys) > shown else "")
             lines.append(f"  {len(keys)} {title}: {listed}")
-    if len(missing) > num_expected // 2:
-        lines.append("  Most expected tensors are missing: is this a checkpoint of another model, "
+    if len(missing) + len(misshapen) > num_expected // 2:
+        lines.append("  Most expected tensors are missing or misshapen: is this a checkpoint of another model, "
                      "or is the config wrong?")
     return "\n".join(lines)

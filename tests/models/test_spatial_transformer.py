@@ -4,12 +4,30 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ldm_jax.convert.state_dict import abstract_params
 from ldm_jax.models.spatial_transformer import (BasicTransformerBlock, CrossAttention, FeedForward,
                                                 SpatialTransformer, fitting_chunk_size)
 
 
+def random_params(abstract, seed=0):
+    """Random weights for abstract params, like the fixtures' (compiling `init` on CPU is slow)."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, spec):
+        leaf = path[-1].key
+        if leaf == "scale":
+            value = 1 + 0.2 * rng.standard_normal(spec.shape)
+        elif leaf == "bias":
+            value = 0.1 * rng.standard_normal(spec.shape)
+        else:  # kernel / embedding: unit-variance outputs
+            value = rng.standard_normal(spec.shape) / np.sqrt(np.prod(spec.shape[:-1]))
+        return jnp.asarray(value, spec.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, abstract)
+
+
 def _init(module, *args):
-    return jax.jit(module.init)(jax.random.key(0), *args)
+    return {"params": random_params(abstract_params(module, *args))}
 
 
 @pytest.mark.parametrize("length, chunk, expected", [(64, None, None), (64, 64, None), (64, 100, None),
@@ -25,7 +43,7 @@ def test_cross_attention_without_context_is_self_attention():
     params = variables["params"]
     assert params["to_q"]["kernel"].shape == (12, 16) and "bias" not in params["to_k"]
     assert set(params["to_out:0"]) == {"kernel", "bias"}
-    np.testing.assert_allclose(attn.apply(variables, x), attn.apply(variables, x, x), atol=1e-6)
+    np.testing.assert_allclose(jax.jit(attn.apply)(variables, x), jax.jit(attn.apply)(variables, x, x), atol=1e-6)
 
 
 def test_feed_forward_names_follow_glu():
@@ -51,16 +69,18 @@ def test_spatial_transformer_projections_and_options(use_linear):
     assert kernel.shape == ((32, 32) if use_linear else (1, 1, 32, 32))
     assert set(variables["params"]) == {"norm", "proj_in", "transformer_blocks:0", "transformer_blocks:1",
                                         "proj_out"}
-    out = st.apply(variables, x, context)
+    apply = jax.jit(st.apply)
+    out = apply(variables, x, context)
     assert out.shape == x.shape
-    assert float(jnp.abs(out - st.apply(variables, x, context * 2)).max()) > 1e-3
-    np.testing.assert_allclose(st.clone(query_chunk_size=4).apply(variables, x, context), out, atol=1e-5)
+    assert float(jnp.abs(out - apply(variables, x, context * 2)).max()) > 1e-3
+    np.testing.assert_allclose(jax.jit(st.clone(query_chunk_size=4).apply)(variables, x, context), out,
+                               atol=1e-5)
 
     def loss(module, params):
         return (module.apply({"params": params}, x, context) ** 2).sum()
 
-    grads = jax.grad(lambda p: loss(st, p))(variables["params"])
-    remat_grads = jax.grad(lambda p: loss(st.clone(remat=True), p))(variables["params"])
+    grads = jax.jit(jax.grad(lambda p: loss(st, p)))(variables["params"])
+    remat_grads = jax.jit(jax.grad(lambda p: loss(st.clone(remat=True), p)))(variables["params"])
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(remat_grads)):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
 

@@ -12,6 +12,7 @@ from ldm_jax.convert.state_dict import abstract_params, load_params
 from ldm_jax.models.unet import (UNetModel, attention_heads, example_inputs, timestep_embedding,
                                  unet_from_reference)
 from tests.conftest import assert_matches_reference, nchw_to_nhwc
+from tests.models.test_spatial_transformer import random_params
 
 FIXTURE_CASES = ("unet_crossattn", "unet_class", "unet_sd2")
 
@@ -70,20 +71,7 @@ def _tiny(**overrides) -> UNetModel:
 
 
 def _random_params(unet, seed=0):
-    """Random weights shaped like the fixtures' (compiling `unet.init` on CPU takes far longer)."""
-    rng = np.random.default_rng(seed)
-
-    def draw(path, spec):
-        leaf = path[-1].key
-        if leaf == "scale":
-            value = 1 + 0.2 * rng.standard_normal(spec.shape)
-        elif leaf == "bias":
-            value = 0.1 * rng.standard_normal(spec.shape)
-        else:  # kernel / embedding: unit variance outputs
-            value = rng.standard_normal(spec.shape) / np.sqrt(np.prod(spec.shape[:-1]))
-        return jnp.asarray(value, spec.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, abstract_params(unet, *example_inputs(unet)))
+    return random_params(abstract_params(unet, *example_inputs(unet)), seed)
 
 
 def _random_inputs(unet, size=8, batch=2, seed=1):
