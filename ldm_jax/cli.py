@@ -58,11 +58,10 @@ def _convert(args) -> int:
 
 
 def _check(args) -> int:
-    from ldm_jax.convert import compvis
-    from ldm_jax.models import smoke
+    from ldm_jax.convert import compvis, smoke_check
 
     config, variables = compvis.load_checkpoint(args.checkpoint, args.config, use_ema=args.ema)
-    for line in smoke.run_components(config, variables, seed=args.seed):
+    for line in smoke_check.run_components(config, variables, seed=args.seed):
         print(line)
     return 0
 
