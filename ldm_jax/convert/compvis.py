@@ -34,14 +34,18 @@ class KeyLayout:
 
 
 KEY_LAYOUTS = {
-    "autoencoder_kl": KeyLayout(("first_stage_model.",)),
-    "vq": KeyLayout(("first_stage_model.",)),
+    # First-stage checkpoints also hold the training loss (LPIPS, discriminator) and EMA copies.
+    "autoencoder_kl": KeyLayout(("first_stage_model.",), ignored=(r"loss\..*", r"model_ema\..*")),
+    "vq": KeyLayout(("first_stage_model.",),
+                    ignored=(r"loss\..*", r"model_ema\..*", r"quantize\.used", r"colorize")),
     "unet": KeyLayout(("model.diffusion_model.",)),
     "bert_embedder": KeyLayout(("cond_stage_model.",), ignored=(r"transformer\.to_logits\..*",)),
     # transformers 4 stores CLIP under `text_model.`, transformers 5 without it.
     "clip_text": KeyLayout(("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer.",
                             "text_model."), ignored=(r"embeddings\.position_ids",)),
-    "open_clip_text": KeyLayout(("cond_stage_model.model.",), ignored=(r"logit_scale", r"visual\..*")),
+    # The image tower and the logit scale are not part of the text encoder.
+    "open_clip_text": KeyLayout(("cond_stage_model.model.",),
+                                ignored=(r"logit_scale", r"attn_mask", r"visual\..*")),
     "class_embedder": KeyLayout(("cond_stage_model.",)),
     "spatial_rescaler": KeyLayout(("cond_stage_model.",)),
 }

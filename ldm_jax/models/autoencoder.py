@@ -23,10 +23,6 @@ _TRAINING_ONLY = frozenset({"lossconfig", "ckpt_path", "ignore_keys", "image_key
 _KL_PARAMS = frozenset({"ddconfig", "embed_dim", "ema_decay", "learn_logvar"}) | _TRAINING_ONLY
 _VQ_PARAMS = frozenset({"ddconfig", "n_embed", "embed_dim", "remap", "sane_index_shape", "use_ema",
                         "batch_resize_range", "scheduler_config", "lr_g_factor"}) | _TRAINING_ONLY
-# State-dict entries of reference checkpoints without a Flax parameter: the quantiser's remap
-# buffer, the colourising buffer, EMA copies and the training loss (LPIPS, discriminator, logvar).
-_BUFFER_KEYS = ("quantize.used", "colorize")
-_BUFFER_PREFIXES = ("model_ema.", "loss.")
 
 
 class AutoencoderKL(nn.Module):
@@ -156,11 +152,6 @@ def vq_from_reference(params: Mapping, **kwargs) -> VQModel:
     return VQModel(DDConfig.from_reference(params["ddconfig"]), int(params["n_embed"]), int(params["embed_dim"]),
                    remap=load_remap(params.get("remap")),
                    sane_index_shape=bool(params.get("sane_index_shape", False)), **kwargs)
-
-
-def unused_reference_keys(state_dict: Mapping) -> list[str]:
-    """Keys of a reference first-stage state dict that no Flax parameter reads; pass as `ignored=`."""
-    return [key for key in state_dict if key in _BUFFER_KEYS or key.startswith(_BUFFER_PREFIXES)]
 
 
 def example_inputs(module: nn.Module) -> tuple:

@@ -20,9 +20,6 @@ from ldm_jax.models.attention import attend
 
 Dtype = Any
 
-# Reference keys (relative to the embedder) that have no Flax parameter: the unused language-model head.
-IGNORED_KEYS = ("transformer.to_logits.weight", "transformer.to_logits.bias")
-
 # x-transformers defaults, which the LDM embedders never override.
 DEFAULT_HEADS = 8
 DEFAULT_DIM_HEAD = 64

@@ -3,8 +3,8 @@
 Token + position embeddings, `num_hidden_layers` pre-norm blocks of causal self-attention and an MLP
 (quick_gelu for OpenAI CLIP), then `final_layer_norm`. The Flax tree is the `text_model` level of
 transformers 4 (`embeddings`, `encoder.layers:<i>`, `final_layer_norm`), so its reference keys are
-those of transformers 5. `reference_state_dict` strips the SD v1 prefix `cond_stage_model.transformer.`
-and the transformers 4 level `text_model.` from a checkpoint's keys.
+those of transformers 5. `ldm_jax.convert.compvis` strips the SD v1 prefix
+`cond_stage_model.transformer.` and the transformers 4 level `text_model.` from a checkpoint's keys.
 """
 import dataclasses
 from typing import Any, Mapping
@@ -19,11 +19,6 @@ from ldm_jax.models.attention import attend
 
 Dtype = Any
 
-# The key prefix of the text encoder inside an SD v1 checkpoint, and the transformers 4 model level.
-SD_V1_PREFIX = "cond_stage_model.transformer."
-TEXT_MODEL_PREFIX = "text_model."
-# A persistent int64 buffer in transformers 4.19 (present in SD v1 checkpoints); no Flax parameter.
-IGNORED_KEYS = ("embeddings.position_ids",)
 
 LAYERS = ("last", "penultimate", "hidden", "pooled")
 
@@ -277,23 +272,6 @@ def frozen_clip_embedder_from_reference(params: Mapping, text_config: Mapping | 
         raise ValueError(f"max_length {params['max_length']} exceeds max_position_embeddings "
                          f"{module.max_position_embeddings}")
     return module
-
-
-def reference_state_dict(state_dict: Mapping[str, Any], prefix: str = SD_V1_PREFIX) -> dict[str, Any]:
-    """The tensors under `prefix`, keyed relative to the Flax tree (without `text_model.`).
-
-    Accepts SD v1 checkpoints (`cond_stage_model.transformer.text_model.*`), transformers 4 CLIPTextModel
-    state dicts (`text_model.*`, pass prefix="") and transformers 5 ones (no `text_model.`).
-    """
-    out = {}
-    for key, value in state_dict.items():
-        if not key.startswith(prefix):
-            continue
-        key = key[len(prefix):]
-        out[key[len(TEXT_MODEL_PREFIX):] if key.startswith(TEXT_MODEL_PREFIX) else key] = value
-    if not out:
-        raise ValueError(f"no CLIP text encoder tensors under the prefix {prefix!r}")
-    return out
 
 
 def example_inputs(module: CLIPTextModel) -> tuple:

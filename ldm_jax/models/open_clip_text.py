@@ -19,9 +19,6 @@ from ldm_jax.models.attention import attend
 
 Dtype = Any
 
-SD_V2_PREFIX = "cond_stage_model.model."
-# The CLIP logit scale, and the causal-mask buffer some open_clip versions keep persistent.
-IGNORED_KEYS = ("logit_scale", "attn_mask")
 LAYERS = ("last", "penultimate")
 
 # Text-tower sizes of open_clip's model configs (embed_dim is the joint CLIP embedding width).
@@ -195,18 +192,6 @@ def open_clip_text_from_reference(params: Mapping, **module_kwargs) -> OpenCLIPT
     module = OpenCLIPTextModel(**sizes, layer=params.get("layer", "last"), **module_kwargs)
     _check(module)
     return module
-
-
-def reference_state_dict(state_dict: Mapping[str, Any], prefix: str = SD_V2_PREFIX) -> dict[str, Any]:
-    """The text-tower tensors under `prefix`, keyed relative to the Flax tree (image tower `visual.*` dropped).
-
-    Pass prefix="" for a bare open_clip CLIP state dict.
-    """
-    out = {key[len(prefix):]: value for key, value in state_dict.items()
-           if key.startswith(prefix) and not key[len(prefix):].startswith("visual.")}
-    if not out:
-        raise ValueError(f"no OpenCLIP text tower tensors under the prefix {prefix!r}")
-    return out
 
 
 def example_inputs(module: OpenCLIPTextModel) -> tuple:

@@ -7,6 +7,7 @@ concat-conditioned LDMs) and the Stability-AI SD 2 additions (`use_linear_in_tra
 reference attributes, so a CompVis checkpoint's `model.diffusion_model.*` tensors load by name.
 """
 import dataclasses
+import functools
 import math
 from typing import Any, Mapping
 
@@ -229,6 +230,11 @@ class UNetModel(nn.Module):
                              f"(num_classes={self.num_classes!r}, y is {'None' if y is None else 'given'})")
         if self.use_spatial_transformer and context is None:
             raise ValueError("UNetModel: use_spatial_transformer needs a context (N, L, context_dim)")
+        factor = 2 ** (len(self.channel_mult) - 1)
+        if x.ndim != 4 or x.shape[-1] != self.in_channels or x.shape[1] % factor or x.shape[2] % factor:
+            raise ValueError(f"UNetModel: x has shape {x.shape}; expected NHWC with {self.in_channels} "
+                             f"channels and H, W multiples of {factor}")
+        timesteps = jnp.broadcast_to(timesteps, (x.shape[0],))  # a scalar t serves the whole batch
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         time_embed_dim = 4 * self.model_channels
         emb = timestep_embedding(timesteps, self.model_channels)
@@ -252,7 +258,7 @@ class UNetModel(nn.Module):
 
         h = x.astype(self.dtype)
         skips = []
-        for i, block in enumerate(self._input_blocks()):
+        for block in self._input_blocks():
             h = run(block, h)
             skips.append(h)
         h = run(self._middle_block(), h)
@@ -292,8 +298,10 @@ class UNetModel(nn.Module):
                 num_heads, dim_head, depth=self.transformer_depth, context_dim=self.context_dim,
                 disable_self_attn=disable_self_attn, use_linear=self.use_linear_in_transformer,
                 remat=self.remat, **kw)
-        # Output blocks use num_heads_upsample, which only matters when dim_head is -1.
-        heads = self.num_heads_upsample if upsample and self.num_heads_upsample != -1 else self.num_heads
+        # Output blocks pass num_heads_upsample (default: num_heads); it only counts when dim_head is -1.
+        heads = num_heads
+        if upsample:
+            heads = self.num_heads if self.num_heads_upsample == -1 else self.num_heads_upsample
         cls = nn.remat(AttentionBlock) if self.remat else AttentionBlock
         return "plain", cls(heads, dim_head, self.use_new_attention_order, **kw)
 
@@ -305,7 +313,7 @@ class UNetModel(nn.Module):
         return bool(self.disable_self_attentions[level]) if self.disable_self_attentions else False
 
     def _input_blocks(self) -> list[list]:
-        name = lambda i, j: layers.indexed("input_blocks", i, j)  # noqa: E731
+        name = functools.partial(layers.indexed, "input_blocks")
         conv_in = layers.conv(self.model_channels, 3, padding=1, name=name(0, 0),
                               dtype=self.dtype, param_dtype=self.param_dtype)
         blocks, ds = [[("plain", conv_in)]], 1
@@ -329,13 +337,13 @@ class UNetModel(nn.Module):
 
     def _middle_block(self) -> list:
         ch = self.channel_mult[-1] * self.model_channels
-        name = lambda j: layers.indexed("middle_block", j)  # noqa: E731
+        name = functools.partial(layers.indexed, "middle_block")
         return [self._res_block(name(0), ch),
                 self._attention(name(1), ch, self.disable_middle_self_attn),
                 self._res_block(name(2), ch)]
 
     def _output_blocks(self) -> list[list]:
-        name = lambda i, j: layers.indexed("output_blocks", i, j)  # noqa: E731
+        name = functools.partial(layers.indexed, "output_blocks")
         blocks, ds = [], 2 ** (len(self.channel_mult) - 1)
         for level, mult in reversed(list(enumerate(self.channel_mult))):
             ch = mult * self.model_channels
@@ -402,14 +410,18 @@ def unet_from_reference(params: Mapping[str, Any], **options) -> UNetModel:
     `options` sets the JAX-only fields (dtype, param_dtype, remat, query_chunk_size).
     Raises ValueError naming any param the reference UNet does not know.
     """
-    known = {f.name for f in dataclasses.fields(UNetModel)} - _OPTIONS
-    unknown = sorted(set(params) - known - _INFERENCE_IRRELEVANT)
+    fields = {f.name: f for f in dataclasses.fields(UNetModel) if f.name not in _OPTIONS}
+    unknown = sorted(set(params) - set(fields) - _INFERENCE_IRRELEVANT)
     if unknown:
         raise ValueError(f"unknown UNetModel params: {', '.join(unknown)}")
+    missing = sorted(name for name, field in fields.items()
+                     if field.default is dataclasses.MISSING and name not in params)
+    if missing:
+        raise ValueError(f"missing UNetModel params: {', '.join(missing)}")
     bad_options = sorted(set(options) - (_OPTIONS - {"parent", "name"}))
     if bad_options:
         raise ValueError(f"unknown UNetModel options: {', '.join(bad_options)}")
-    kwargs = {k: v for k, v in params.items() if k in known}
+    kwargs = {k: v for k, v in params.items() if k in fields}
     for key in _TUPLE_FIELDS:
         if isinstance(kwargs.get(key), (list, tuple)):
             kwargs[key] = tuple(kwargs[key])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from ldm_jax.convert import compvis
 from ldm_jax.convert.state_dict import abstract_params, load_params
 from ldm_jax.models import clip_text
 from tests.conftest import assert_matches_reference
@@ -15,9 +16,8 @@ from tests.conftest import assert_matches_reference
 def fixture_model(compvis_fixtures):
     config = json.loads((compvis_fixtures / "clip_text_config.json").read_text())
     module = clip_text.clip_text_from_reference(config)
-    state_dict = clip_text.reference_state_dict(load_file(compvis_fixtures / "clip_text.safetensors"))
-    params = load_params(abstract_params(module, *clip_text.example_inputs(module)), state_dict,
-                         ignored=clip_text.IGNORED_KEYS)
+    state_dict = compvis.component_state_dict("clip_text", load_file(compvis_fixtures / "clip_text.safetensors"))
+    params = load_params(abstract_params(module, *clip_text.example_inputs(module)), state_dict)
     return config, params, np.load(compvis_fixtures / "clip_text.npz")
 
 
@@ -57,9 +57,8 @@ def test_full_checkpoint_prefix(compvis_fixtures):
     """The text encoder inside an SD v1 checkpoint: keys under cond_stage_model.transformer.text_model."""
     config = json.loads((compvis_fixtures / "clip_text_config.json").read_text())
     module = clip_text.clip_text_from_reference(config)
-    state_dict = clip_text.reference_state_dict(load_file(compvis_fixtures / "full_ckpt.safetensors"))
-    params = load_params(abstract_params(module, *clip_text.example_inputs(module)), state_dict,
-                         ignored=clip_text.IGNORED_KEYS)
+    state_dict = compvis.component_state_dict("clip_text", load_file(compvis_fixtures / "full_ckpt.safetensors"))
+    params = load_params(abstract_params(module, *clip_text.example_inputs(module)), state_dict)
     arrays = np.load(compvis_fixtures / "full_ckpt.npz")
     out = jax.jit(module.apply)({"params": params}, arrays["chk_clip_input_ids"])
     assert_matches_reference(out, arrays["chk_clip_last_hidden_state"], "chk_clip_last_hidden_state")
@@ -70,12 +69,8 @@ def test_key_prefixes_of_transformers_4_and_5():
     v4 = {"text_model.final_layer_norm.weight": tensor, "text_model.embeddings.position_ids": tensor}
     v5 = {"final_layer_norm.weight": tensor}
     sd = {"cond_stage_model.transformer.text_model.final_layer_norm.weight": tensor, "model.x": tensor}
-    assert set(clip_text.reference_state_dict(v4, prefix="")) == {"final_layer_norm.weight",
-                                                                  "embeddings.position_ids"}
-    assert set(clip_text.reference_state_dict(v5, prefix="")) == {"final_layer_norm.weight"}
-    assert set(clip_text.reference_state_dict(sd)) == {"final_layer_norm.weight"}
-    with pytest.raises(ValueError, match="cond_stage_model.transformer."):
-        clip_text.reference_state_dict(v5)
+    for state_dict in (v4, v5, sd):
+        assert set(compvis.component_state_dict("clip_text", state_dict)) == {"final_layer_norm.weight"}
 
 
 def test_sd_v1_text_encoder_parameter_count():

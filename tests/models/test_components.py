@@ -6,40 +6,33 @@ import pytest
 import safetensors.numpy
 import yaml
 
-from ldm_jax.convert import state_dict
-from ldm_jax.models import bert_embedder, components
+from ldm_jax.convert import compvis, state_dict
+from ldm_jax.models import components
 
-# fixture case -> (component kind, reference keys with no Flax parameter)
-CASES = {
-    "ae_kl": ("autoencoder_kl", ()),
-    "ae_vq": ("vq", ()),
-    "unet_crossattn": ("unet", ()),
-    "unet_class": ("unet", ()),
-    "unet_sd2": ("unet", ()),
-    "bert_embedder": ("bert_embedder", bert_embedder.IGNORED_KEYS),
-}
+# fixture case -> component kind
+CASES = {"ae_kl": "autoencoder_kl", "ae_vq": "vq", "unet_crossattn": "unet", "unet_class": "unet",
+         "unet_sd2": "unet", "bert_embedder": "bert_embedder"}
 
 
 def _fixture(folder, case):
     params = yaml.safe_load((folder / f"{case}.yaml").read_text())["model"]["params"]
     weights = safetensors.numpy.load_file(str(folder / f"{case}.safetensors"))
-    return params, weights
+    return params, compvis.component_state_dict(CASES[case], weights)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_count_params_equals_the_reference_weights(compvis_fixtures, case):
-    kind, ignored = CASES[case]
+    kind = CASES[case]
     params, weights = _fixture(compvis_fixtures, case)
-    expected = sum(int(np.prod(value.shape)) for key, value in weights.items() if key not in ignored)
+    expected = sum(int(np.prod(value.shape)) for value in weights.values())
     assert components.count_params({"kind": kind, "params": params}) == expected
 
 
 @pytest.mark.parametrize("case", ["ae_vq", "unet_class"])
 def test_built_module_loads_the_reference_weights(compvis_fixtures, case):
-    kind, ignored = CASES[case]
     params, weights = _fixture(compvis_fixtures, case)
-    component = {"kind": kind, "params": params}
-    loaded = state_dict.load_params(components.abstract_params(component), weights, ignored=ignored, source=case)
+    component = {"kind": CASES[case], "params": params}
+    loaded = state_dict.load_params(components.abstract_params(component), weights, source=case)
     assert sum(int(np.prod(v.shape)) for v in _leaves(loaded)) == components.count_params(component)
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from ldm_jax.convert import compvis
 from ldm_jax.convert.state_dict import abstract_params, load_params
 from ldm_jax.models import open_clip_text
 from tests.conftest import assert_matches_reference
@@ -92,9 +93,8 @@ def _tokens():
 def _load(module, tower):
     checkpoint = {f"cond_stage_model.model.{k}": v.numpy() for k, v in tower.state_dict().items()}
     checkpoint["cond_stage_model.model.visual.proj"] = np.zeros(3, np.float32)  # image tower: dropped
-    state_dict = open_clip_text.reference_state_dict(checkpoint)
-    return load_params(abstract_params(module, *open_clip_text.example_inputs(module)), state_dict,
-                       ignored=open_clip_text.IGNORED_KEYS)
+    state_dict = compvis.component_state_dict("open_clip_text", checkpoint)
+    return load_params(abstract_params(module, *open_clip_text.example_inputs(module)), state_dict)
 
 
 @pytest.mark.parametrize("layer, layer_idx", [("penultimate", 1), ("last", 0)])

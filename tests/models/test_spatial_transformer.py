@@ -43,7 +43,8 @@ def test_cross_attention_without_context_is_self_attention():
     params = variables["params"]
     assert params["to_q"]["kernel"].shape == (12, 16) and "bias" not in params["to_k"]
     assert set(params["to_out:0"]) == {"kernel", "bias"}
-    np.testing.assert_allclose(jax.jit(attn.apply)(variables, x), jax.jit(attn.apply)(variables, x, x), atol=1e-6)
+    apply = jax.jit(attn.apply)
+    np.testing.assert_allclose(apply(variables, x), apply(variables, x, x), atol=1e-6)
 
 
 def test_feed_forward_names_follow_glu():

@@ -167,7 +167,8 @@ def test_bfloat16_under_jit():
     assert out.shape == (2, 8, 8, 4) and out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
 
 
-SD_V1 = dict(image_size=64, in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
+SD_V1 = dict(image_size=64, in_channels=4, out_channels=4, model_channels=320,
+             attention_resolutions=[4, 2, 1],
              num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8, use_spatial_transformer=True,
              transformer_depth=1, context_dim=768, use_checkpoint=True, legacy=False)
 
@@ -186,6 +187,8 @@ def test_from_reference_rejects_bad_params():
         unet_from_reference({**SD_V1, "dims": 3})
     with pytest.raises(ValueError, match="context_dim"):
         unet_from_reference({**SD_V1, "context_dim": None})
+    with pytest.raises(ValueError, match="missing UNetModel params: attention_resolutions"):
+        unet_from_reference({k: v for k, v in SD_V1.items() if k != "attention_resolutions"})
     unet = unet_from_reference(SD_V1, dtype=jnp.bfloat16)
     assert unet.channel_mult == (1, 2, 4, 4) and unet.dtype == jnp.bfloat16 and unet.image_size == 64
 
@@ -197,5 +200,18 @@ def test_dropout_only_when_not_deterministic():
     x, t, _, _ = _random_inputs(unet)
     evaluation = _jitted_apply(unet.clone(dropout=0.0))(params, x, t)
     np.testing.assert_allclose(_jitted_apply(unet)(params, x, t), evaluation, atol=1e-6)
-    train = jax.jit(lambda p, key: unet.apply({"params": p}, x, t, deterministic=False, rngs={"dropout": key}))
+    train = jax.jit(lambda p, key: unet.apply({"params": p}, x, t, deterministic=False,
+                                              rngs={"dropout": key}))
     assert float(jnp.abs(train(params, jax.random.key(0)) - evaluation).max()) > 1e-3
+
+
+def test_input_checks_and_scalar_timestep():
+    unet = _tiny()
+    params = abstract_params(unet, *example_inputs(unet))
+    _, _, context, _ = _random_inputs(unet)
+    x = jnp.zeros((2, 8, 8, 4))
+    assert jax.eval_shape(unet.apply, {"params": params}, x, jnp.array(5), context).shape == x.shape
+    with pytest.raises(ValueError, match=r"x has shape \(2, 7, 7, 4\)"):
+        jax.eval_shape(unet.apply, {"params": params}, jnp.zeros((2, 7, 7, 4)), jnp.array(5), context)
+    with pytest.raises(ValueError, match="needs a context"):
+        jax.eval_shape(unet.apply, {"params": params}, x, jnp.array(5))
