@@ -96,6 +96,9 @@ def load_checkpoint(path: str | os.PathLike, config_path: str | os.PathLike | No
     config = reference_config.read_reference_yaml(_config_path(path, config_path))
     state_dict = checkpoint_files.read_state_dict(path)
     _check_schedule(config, state_dict, path)
+    if "scale_factor" in state_dict and "diffusion" in config.model:
+        # With scale_by_std the reference estimates the latent scale once and keeps it as a buffer.
+        config.model.diffusion.scale_factor = float(np.ravel(state_dict["scale_factor"])[0])
     variables = {}
     for section in SECTIONS:
         component = config.model.get(section)
@@ -122,6 +125,8 @@ def save_checkpoint(path: str | os.PathLike, config: ml_collections.ConfigDict, 
         state_dict.update(to_reference_state_dict(config.model[section].kind, section_variables))
     if "diffusion" in config.model:
         state_dict.update(_schedule(config.model.diffusion).checkpoint_buffers())
+        if config.model.diffusion.scale_by_std:
+            state_dict["scale_factor"] = np.asarray(config.model.diffusion.scale_factor, np.float32)
     checkpoint_files.write_safetensors(state_dict, path, metadata={"format": "pt", "written_by": "ldm-jax"})
     document = yaml.safe_dump(reference_config.to_reference_document(config), sort_keys=False)
     _write_atomically(path.with_suffix(".yaml"), document)

@@ -173,3 +173,17 @@ def test_missing_config_and_unknown_kind(compvis_fixtures, tmp_path):
         compvis.load_checkpoint(tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match="unknown kind 'transformer'"):
         compvis.convert_module("transformer", {}, {})
+
+
+def test_scale_factor_buffer_of_scale_by_std_checkpoints_is_read(compvis_fixtures, tmp_path):
+    from ldm_jax.convert.checkpoint_files import write_safetensors
+
+    weights = load_file(compvis_fixtures / "full_ckpt.safetensors")
+    write_safetensors(dict(weights, scale_factor=np.asarray(0.5, np.float32)), tmp_path / "m.safetensors")
+    text = (compvis_fixtures / "full_ckpt.yaml").read_text().replace("scale_factor: 0.18215", "scale_by_std: true")
+    (tmp_path / "m.yaml").write_text(text)
+    shutil.copy(compvis_fixtures / "clip_text_config.json", tmp_path)
+    config, variables = compvis.load_checkpoint(tmp_path / "m.safetensors")
+    assert config.model.diffusion.scale_factor == 0.5 and config.model.diffusion.scale_by_std
+    compvis.save_checkpoint(tmp_path / "again.safetensors", config, variables)
+    assert np.ravel(load_file(tmp_path / "again.safetensors")["scale_factor"]) == [0.5]
