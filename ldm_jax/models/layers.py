@@ -24,7 +24,12 @@ def indexed(name: str, *indices: int) -> str:
     return ":".join([name, *map(str, indices)])
 
 
-def _kernel_init(ndim: int, base=nn.initializers.lecun_normal()):
+# torch's default for Conv / Linear (kaiming_uniform with a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+# Uniform is also far cheaper to compile than the truncated normal of lecun_normal.
+_TORCH_DEFAULT = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def _kernel_init(ndim: int, base=_TORCH_DEFAULT):
     return nn.with_logical_partitioning(base, (None,) * (ndim - 2) + (EMBED, MLP))
 
 
