@@ -3,14 +3,13 @@
 Parameter counts are taken with `jax.eval_shape` (no memory spent) on the full-size models.
 """
 import functools
-import importlib.util
 import json
 import pathlib
 
 import ml_collections
 import pytest
 
-from ldm_jax import zoo
+from ldm_jax import config_files, zoo
 from ldm_jax.models import components
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -97,12 +96,9 @@ PUBLISHED = {
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
-    """get_config() of configs/<name>.py, or get_config(arg) for "<name>:<arg>", loaded from its path."""
+    """get_config() of configs/<name>.py, or get_config(arg) for "<name>:<arg>"."""
     name, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location(f"configs_{name}", CONFIG_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
+    return config_files.load_config(f"{CONFIG_DIR / name}.py" + (f":{arg}" if arg else ""))
 
 
 @functools.lru_cache(maxsize=None)
@@ -116,10 +112,7 @@ def count(component) -> int:
 
 
 def _module_docstring(name: str) -> str:
-    module_spec = importlib.util.spec_from_file_location(f"configs_{name}", CONFIG_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.__doc__ or ""
+    return config_files.load_config_module(CONFIG_DIR / f"{name}.py").__doc__ or ""
 
 
 def test_every_config_has_expected_counts():

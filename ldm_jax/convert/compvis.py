@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 import yaml
 
+from ldm_jax import config_files
 from ldm_jax.convert import checkpoint_files, reference_config
 from ldm_jax.convert.state_dict import (CheckpointMismatchError, abstract_params, load_params,
                                         to_state_dict)
@@ -88,12 +89,13 @@ def load_checkpoint(path: str | os.PathLike, config_path: str | os.PathLike | No
                     use_ema: bool = False) -> tuple[ml_collections.ConfigDict, dict]:
     """Our config and the variables of every component of a CompVis-format checkpoint.
 
-    `config_path` is the reference YAML (e.g. `v1-inference.yaml`); by default `<checkpoint>.yaml`
-    beside the checkpoint. `use_ema` takes the UNet weights from `model_ema.*`. Returns
+    `config_path` is the reference YAML (e.g. `v1-inference.yaml`), one of our `configs/*.py` files
+    (`"configs/sd_v1.py"`, or `"configs/sd_v2.py:2.1"` for a variant), or a ConfigDict; by default
+    `<checkpoint>.yaml` beside the checkpoint. `use_ema` takes the UNet weights from `model_ema.*`. Returns
     `(config, {"first_stage": ..., "unet": ..., "cond_stage": ...})` for the sections it has.
     """
     path = pathlib.Path(path)
-    config = reference_config.read_reference_yaml(_config_path(path, config_path))
+    config = _read_config(path, config_path)
     state_dict = checkpoint_files.read_state_dict(path)
     _check_schedule(config, state_dict, path)
     if "scale_factor" in state_dict and "diffusion" in config.model:
@@ -175,6 +177,14 @@ def _check_schedule(config, state_dict, path):
                 f"(beta_schedule={config.model.diffusion.beta_schedule}, timesteps="
                 f"{config.model.diffusion.timesteps}, linear_start={config.model.diffusion.linear_start}, "
                 f"linear_end={config.model.diffusion.linear_end}): is the config for another model?")
+
+
+def _read_config(path: pathlib.Path, config_path) -> ml_collections.ConfigDict:
+    if isinstance(config_path, ml_collections.ConfigDict):
+        return ml_collections.ConfigDict(config_path.to_dict())  # a copy: loading may set scale_factor
+    if config_path is not None and (str(config_path).endswith(".py") or ".py:" in str(config_path)):
+        return config_files.load_config(config_path)
+    return reference_config.read_reference_yaml(_config_path(path, config_path))
 
 
 def _config_path(path: pathlib.Path, config_path) -> pathlib.Path:
