@@ -76,7 +76,8 @@ def convert_module(kind: str, state_dict: Mapping[str, np.ndarray], params: Mapp
     """
     tensors = component_state_dict(kind, state_dict)
     module = components.build({"kind": kind, "params": params}, dtype=dtype, param_dtype=param_dtype)
-    return module, {"params": _load(kind, module, tensors, f"{kind} state dict")}
+    params = load_params(_abstract(kind, module), tensors, source=f"{kind} state dict")
+    return module, {"params": jax.tree.map(jnp.asarray, params)}
 
 
 def to_reference_state_dict(kind: str, variables: Mapping, prefix: bool = True) -> dict[str, np.ndarray]:
@@ -104,15 +105,15 @@ def load_checkpoint(path: str | os.PathLike, config_path: str | os.PathLike | No
     variables = {}
     for section in SECTIONS:
         component = config.model.get(section)
-        if component is None or component.kind == "first_stage":
+        if component is None:
             continue
-        module = components.build(component.to_dict())
-        tensors = component_state_dict(component.kind, state_dict)
+        abstract = _abstract(component.kind, components.build(component.to_dict()))
         source = f"{path.name} [{section}]"
         if section == "unet" and use_ema:
-            variables[section] = {"params": _load_ema(module, state_dict, source)}
+            params = _ema_params(abstract, state_dict, source)
         else:
-            variables[section] = {"params": _load(component.kind, module, tensors, source)}
+            params = load_params(abstract, component_state_dict(component.kind, state_dict), source=source)
+        variables[section] = {"params": jax.tree.map(jnp.asarray, params)}
     return config, variables
 
 
@@ -140,21 +141,18 @@ def _write_atomically(path: pathlib.Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _load(kind, module, tensors, source):
-    abstract = abstract_params(module, *components.example_inputs(kind, module))
-    return jax.tree.map(jnp.asarray, load_params(abstract, tensors, source=source))
+def _abstract(kind: str, module: nn.Module) -> dict:
+    return abstract_params(module, *components.example_inputs(kind, module))
 
 
-def _load_ema(module, state_dict, source):
+def _ema_params(abstract, state_dict, source):
     ema = {k: v for k, v in state_dict.items() if k.startswith(_EMA_PREFIX) and k not in _EMA_BOOKKEEPING}
     if not ema:
         raise CheckpointMismatchError(f"{source}: use_ema=True but the checkpoint holds no EMA weights "
                                       f"(no {_EMA_PREFIX}* keys); load it with use_ema=False")
     # The reference EMA names a parameter by its path under DiffusionWrapper with every '.' removed.
-    abstract = abstract_params(module, *components.example_inputs("unet", module))
-    params = load_params(abstract, ema, source=f"{source} (EMA)",
-                         lookup=lambda key: _EMA_PREFIX + ("diffusion_model." + key).replace(".", ""))
-    return jax.tree.map(jnp.asarray, params)
+    return load_params(abstract, ema, source=f"{source} (EMA)",
+                       lookup=lambda key: _EMA_PREFIX + ("diffusion_model." + key).replace(".", ""))
 
 
 def _schedule(diffusion: ml_collections.ConfigDict) -> DiffusionSchedule:
