@@ -72,22 +72,24 @@ def config_from_reference(document: Mapping, *, base_dir: pathlib.Path | None = 
     class_name = target.rsplit(".", 1)[-1]
     if class_name not in _LATENT_DIFFUSION_CLASSES:
         component = _component(model, f"{source}: model", base_dir)
-        if component is None:
-            raise ReferenceConfigError(f"{source}: model.target {target} is not a model this library builds")
         name = {"unet": "unet", "autoencoder_kl": "first_stage", "vq": "first_stage"}.get(component.kind,
                                                                                           "cond_stage")
         config.model[name] = component
         return config
-    for config_key, name in _COMPONENT_CONFIGS.items():
-        if config_key not in params:
-            raise ReferenceConfigError(f"{source}: model.params.{config_key} is missing")
+    missing = [key for key in _COMPONENT_CONFIGS if key not in params]
+    if missing:
+        raise ReferenceConfigError(f"{source}: model.params lacks {', '.join(missing)}")
     cond_stage_config = params.pop("cond_stage_config")
     for config_key, name in (("first_stage_config", "first_stage"), ("unet_config", "unet")):
         config.model[name] = _component(params.pop(config_key), f"{source}: model.params.{config_key}", base_dir)
-    source_of_condition = _COND_STAGE_SOURCES.get(str(cond_stage_config))
-    if source_of_condition is None and cond_stage_config.get("target", "").endswith("torch.nn.Identity"):
-        source_of_condition = "identity"
-    if source_of_condition is None:
+    if isinstance(cond_stage_config, str):
+        if cond_stage_config not in _COND_STAGE_SOURCES:
+            raise ReferenceConfigError(f"{source}: model.params.cond_stage_config {cond_stage_config!r}; expected "
+                                       f"a mapping with `target` or one of {', '.join(_COND_STAGE_SOURCES)}")
+        source_of_condition = _COND_STAGE_SOURCES[cond_stage_config]
+    elif str(cond_stage_config.get("target", "")).endswith("torch.nn.Identity"):
+        source_of_condition = "identity"  # the condition (e.g. a low-resolution image) is used as is
+    else:
         source_of_condition = "model"
         config.model.cond_stage = _component(cond_stage_config, f"{source}: model.params.cond_stage_config",
                                              base_dir)
