@@ -36,3 +36,32 @@ def assert_matches_reference(actual, reference, name: str = "output", rel: float
     bound = rel * max(1.0, float(np.abs(reference).max()))
     error = float(np.abs(actual.astype(np.float64) - reference).max())
     assert error <= bound, f"{name}: max abs error {error:.3g} exceeds {bound:.3g}"
+
+
+def random_params(abstract, seed: int = 0):
+    """Random weights for abstract params, like the fixtures' (compiling `init` on CPU is slow)."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+
+    def draw(path, spec):
+        leaf = path[-1].key
+        if leaf == "scale":
+            value = 1 + 0.2 * rng.standard_normal(spec.shape)
+        elif leaf == "bias":
+            value = 0.1 * rng.standard_normal(spec.shape)
+        else:  # kernel / embedding: unit-variance outputs
+            value = rng.standard_normal(spec.shape) / np.sqrt(np.prod(spec.shape[:-1]))
+        return jnp.asarray(value, spec.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, abstract)
+
+
+def random_pipeline(config, seed: int = 0):
+    """A LatentDiffusionPipeline of `config` with random weights in every section."""
+    from ldm_jax.models import components
+    from ldm_jax.pipeline import LatentDiffusionPipeline
+
+    variables = {section: {"params": random_params(components.abstract_params(config.model[section]), seed + i)}
+                 for i, section in enumerate(("first_stage", "unet", "cond_stage")) if section in config.model}
+    return LatentDiffusionPipeline(config, variables)

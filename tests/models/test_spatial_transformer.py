@@ -7,23 +7,7 @@ import pytest
 from ldm_jax.convert.state_dict import abstract_params
 from ldm_jax.models.spatial_transformer import (BasicTransformerBlock, CrossAttention, FeedForward,
                                                 SpatialTransformer, fitting_chunk_size)
-
-
-def random_params(abstract, seed=0):
-    """Random weights for abstract params, like the fixtures' (compiling `init` on CPU is slow)."""
-    rng = np.random.default_rng(seed)
-
-    def draw(path, spec):
-        leaf = path[-1].key
-        if leaf == "scale":
-            value = 1 + 0.2 * rng.standard_normal(spec.shape)
-        elif leaf == "bias":
-            value = 0.1 * rng.standard_normal(spec.shape)
-        else:  # kernel / embedding: unit-variance outputs
-            value = rng.standard_normal(spec.shape) / np.sqrt(np.prod(spec.shape[:-1]))
-        return jnp.asarray(value, spec.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, abstract)
+from tests.conftest import random_params
 
 
 def _init(module, *args):

@@ -12,7 +12,7 @@ from ldm_jax.convert.state_dict import abstract_params, load_params
 from ldm_jax.models.unet import (UNetModel, attention_heads, example_inputs, timestep_embedding,
                                  unet_from_reference)
 from tests.conftest import assert_matches_reference, nchw_to_nhwc
-from tests.models.test_spatial_transformer import random_params
+from tests.conftest import random_params
 
 FIXTURE_CASES = ("unet_crossattn", "unet_class", "unet_sd2")
 

@@ -1,0 +1,76 @@
+"""Parameterisations, q_sample and the training losses."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ldm_jax.diffusion import objectives
+from ldm_jax.diffusion.schedule import DiffusionSchedule
+
+
+@pytest.fixture(scope="module")
+def setup():
+    schedule = DiffusionSchedule.create("linear", 1000, 0.00085, 0.012)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    x0 = jax.random.normal(k1, (3, 4, 4, 2))
+    noise = jax.random.normal(k2, x0.shape)
+    t = jnp.array([0, 500, 999])
+    return schedule, x0, noise, t
+
+
+def test_q_sample_matches_the_formula(setup):
+    schedule, x0, noise, t = setup
+    acp = np.asarray(schedule.alphas_cumprod)[np.asarray(t)][:, None, None, None]
+    expected = np.sqrt(acp) * np.asarray(x0) + np.sqrt(1 - acp) * np.asarray(noise)
+    np.testing.assert_allclose(objectives.q_sample(schedule, x0, t, noise), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_conversions_invert_each_other(setup):
+    schedule, x0, noise, t = setup
+    x_t = objectives.q_sample(schedule, x0, t, noise)
+    np.testing.assert_allclose(objectives.predict_start_from_noise(schedule, x_t, t, noise), x0, atol=2e-3)
+    v = objectives.get_v(schedule, x0, noise, t)
+    np.testing.assert_allclose(objectives.predict_start_from_z_and_v(schedule, x_t, t, v), x0, atol=1e-5)
+    np.testing.assert_allclose(objectives.predict_eps_from_z_and_v(schedule, x_t, t, v), noise, atol=1e-5)
+    # eps from x0 is ill-conditioned at t=0 (sqrt(1/a - 1) ~ 0.03); check it where it is not.
+    eps = objectives.predict_eps_from_start(schedule, x_t[1:], t[1:], x0[1:])
+    np.testing.assert_allclose(eps, noise[1:], atol=1e-4)
+
+
+def test_training_targets(setup):
+    schedule, x0, noise, t = setup
+    assert objectives.training_target("eps", schedule, x0, noise, t) is noise
+    assert objectives.training_target("x0", schedule, x0, noise, t) is x0
+    np.testing.assert_allclose(objectives.training_target("v", schedule, x0, noise, t),
+                               objectives.get_v(schedule, x0, noise, t))
+    with pytest.raises(ValueError, match="parameterization"):
+        objectives.training_target("score", schedule, x0, noise, t)
+
+
+def test_loss_combines_simple_and_vlb_terms(setup):
+    schedule, x0, noise, t = setup
+    prediction = noise + 0.5
+    loss, metrics = objectives.diffusion_loss(schedule, prediction, noise, t, loss_type="l2")
+    np.testing.assert_allclose(loss, 0.25, rtol=1e-6)
+    np.testing.assert_allclose(metrics["loss_simple"], 0.25, rtol=1e-6)
+    loss_l1, _ = objectives.diffusion_loss(schedule, prediction, noise, t, loss_type="l1")
+    np.testing.assert_allclose(loss_l1, 0.5, rtol=1e-6)
+    weights = np.asarray(schedule.lvlb_weights)[np.asarray(t)]
+    loss, metrics = objectives.diffusion_loss(schedule, prediction, noise, t, l_simple_weight=2.0,
+                                              original_elbo_weight=0.1)
+    np.testing.assert_allclose(metrics["loss_vlb"], 0.25 * weights.mean(), rtol=1e-5)
+    np.testing.assert_allclose(loss, 2 * 0.25 + 0.1 * 0.25 * weights.mean(), rtol=1e-5)
+    logvar = jnp.full((1000,), 1.0)
+    loss, metrics = objectives.diffusion_loss(schedule, prediction, noise, t, logvar=logvar)
+    np.testing.assert_allclose(loss, 0.25 / np.e + 1.0, rtol=1e-5)
+
+
+def test_p_losses_is_zero_for_a_perfect_model(setup):
+    schedule, x0, noise, t = setup
+    for parameterization in ("eps", "x0", "v"):
+        target = objectives.training_target(parameterization, schedule, x0, noise, t)
+        loss, _ = objectives.p_losses(lambda x_t, tt: target, schedule, x0, t, noise,
+                                      parameterization=parameterization)
+        assert float(loss) == 0.0
+        loss, _ = objectives.p_losses(lambda x_t, tt: x_t, schedule, x0, t, noise, parameterization=parameterization)
+        assert float(loss) > 0.01
