@@ -7,6 +7,7 @@ reference attribute, and a list index is written `name:i` (orbax reserves '.').
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 Dtype = Any
@@ -58,12 +59,42 @@ def dense(features: int, *, use_bias: bool = True, dtype: Dtype = jnp.float32,
                     precision="highest", kernel_init=_kernel_init(2), bias_init=_bias_init, name=name)
 
 
+class GroupNorm(nn.Module):
+    """GroupNorm computed in float32, as the reference GroupNorm32 does; parameters `scale`, `bias`.
+
+    Statistics are reduced per channel over the spatial axes first, then per group: on XLA:CPU this
+    is 2-5x faster than reducing (spatial, channels-in-group) at once as `nn.GroupNorm` does.
+    """
+    num_groups: int = 32
+    epsilon: float = 1e-6
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        channels = x.shape[-1]
+        if channels % self.num_groups:
+            raise ValueError(f"{self.name}: {channels} channels do not split into {self.num_groups} groups")
+        scale = self.param("scale", _norm_scale_init, (channels,), self.param_dtype)
+        bias = self.param("bias", _norm_bias_init, (channels,), self.param_dtype)
+        spatial = tuple(range(1, x.ndim - 1))
+        per_group = channels // self.num_groups
+
+        def group_mean(values):  # (B, *spatial, C) -> (B, 1..., C): the mean of each channel's group
+            channel_mean = jnp.mean(values, axis=spatial)
+            group = jnp.mean(channel_mean.reshape(-1, self.num_groups, per_group), axis=-1)
+            return jnp.repeat(group, per_group, axis=-1).reshape(x.shape[:1] + (1,) * len(spatial) + (channels,))
+
+        x = x.astype(jnp.float32)
+        centred = x - group_mean(x)
+        normed = centred * jax.lax.rsqrt(group_mean(jnp.square(centred)) + self.epsilon)
+        return (normed * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
+
+
 def group_norm(num_groups: int = 32, epsilon: float = 1e-6, *, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32, name: str | None = None) -> nn.GroupNorm:
+               param_dtype: Dtype = jnp.float32, name: str | None = None) -> GroupNorm:
     """GroupNorm computed in float32, as the reference GroupNorm32 does."""
-    return nn.GroupNorm(num_groups=num_groups, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype,
-                        use_fast_variance=False, force_float32_reductions=True,
-                        scale_init=_norm_scale_init, bias_init=_norm_bias_init, name=name)
+    return GroupNorm(num_groups=num_groups, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, name=name)
 
 
 def layer_norm(epsilon: float = 1e-5, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,

@@ -1,0 +1,367 @@
+"""Latent caches: run the first stage over a dataset once, so LDM training can skip the encoder.
+
+    encoder = FirstStageEncoder(module, variables)        # an AutoencoderKL or a VQModel
+    write_latent_cache(batches, encoder, "/data/latents")  # batches from make_pipeline(shuffle=False)
+    source = LatentCacheSource("/data/latents")            # a grain source: {"key", "mean", "std", ...}
+
+    ldm-jax data cache-latents --checkpoint kl-f8.ckpt --config configs/kl_f8.py \\
+        --dataset folder --data-dir /data/images --image-size 256 --out /data/latents
+
+Per record the cache holds the key, the label / caption when the dataset has them, and
+- KL autoencoders: the posterior `mean` and `std` (unscaled; the training step draws
+  z = scale_factor * (mean + std * eps));
+- VQ autoencoders: the pre-quantisation `latent` an LDM diffuses (reference `VQModelInterface.encode`)
+  and its codebook `indices` (the quantised latent is codebook[indices]);
+- optionally `context`: a frozen text encoder's embedding of the caption.
+
+Files: ArrayRecord shards `shard-p<process>-<n>.array_record` and, written last, one
+`cache-p<process>.json` per writing process listing its shards. A record is serialised explicitly,
+never pickled: b"LDMJAXL1", a little-endian uint32 header length, a UTF-8 JSON header (scalar fields,
+and name / dtype / shape of each array) and the arrays' raw bytes in header order.
+"""
+import argparse
+import json
+import math
+import os
+import pathlib
+import struct
+import sys
+import time
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ldm_jax.data.records import BadRecord
+
+CACHE_FORMAT = "ldm-jax-latent-cache/1"
+_MAGIC = b"LDMJAXL1"
+_WRITER_OPTIONS = "group_size:1"  # one record per chunk: cheap random access for grain
+_PASSED_THROUGH = ("key", "label", "caption")
+
+
+def serialize_example(example: dict[str, Any]) -> bytes:
+    """Bytes of a record of numeric arrays and JSON scalars (str, int, float, bool, None)."""
+    scalars, arrays, blobs = {}, [], []
+    for name, value in example.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind not in "biuf":
+                raise TypeError(f"field {name!r}: only numeric arrays can be cached, got dtype {value.dtype}")
+            value = np.ascontiguousarray(value)
+            arrays.append([name, value.dtype.str, list(value.shape)])
+            blobs.append(value.tobytes())
+        elif value is None or isinstance(value, (str, int, float, bool)):
+            scalars[name] = value
+        else:
+            raise TypeError(f"field {name!r}: cannot cache a {type(value).__name__}; expected a numeric array, "
+                            "str, int, float, bool or None")
+    header = json.dumps({"scalars": scalars, "arrays": arrays}, ensure_ascii=False).encode("utf-8")
+    return b"".join([_MAGIC, struct.pack("<I", len(header)), header, *blobs])
+
+
+def deserialize_example(data: bytes, where: str = "record") -> dict[str, Any]:
+    """The inverse of `serialize_example` (arrays are read-only views of `data`)."""
+    if data[:len(_MAGIC)] != _MAGIC:
+        raise BadRecord(where, f"not a latent-cache record (it starts with {bytes(data[:8])!r}, expected {_MAGIC!r})")
+    start = len(_MAGIC) + 4
+    (header_length,) = struct.unpack("<I", data[len(_MAGIC):start])
+    try:
+        header = json.loads(bytes(data[start:start + header_length]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BadRecord(where, f"corrupt latent-cache header: {error}") from error
+    example = dict(header["scalars"])
+    offset = start + header_length
+    for name, dtype, shape in header["arrays"]:
+        dtype = np.dtype(dtype)
+        count = math.prod(shape)
+        if offset + count * dtype.itemsize > len(data):
+            raise BadRecord(where, f"truncated latent-cache record: field {name!r} runs past its {len(data)} bytes")
+        example[name] = np.frombuffer(data, dtype, count, offset).reshape(shape)
+        offset += count * dtype.itemsize
+    return example
+
+
+class FirstStageEncoder:
+    """Images (N, H, W, 3) in [-1, 1] -> the cached fields of a first-stage `module` with `variables`.
+
+    The batch is split over as many local devices as divide it; the weights are replicated.
+    """
+
+    def __init__(self, module, variables):
+        from ldm_jax.models.autoencoder import AutoencoderKL, VQModel
+
+        if isinstance(module, AutoencoderKL):
+            self.kind, self.fields = "kl", ("mean", "std")
+        elif isinstance(module, VQModel):
+            self.kind, self.fields = "vq", ("latent", "indices")
+        else:
+            raise TypeError(f"a first stage is an AutoencoderKL or a VQModel, got {type(module).__name__}")
+        self.module = module
+        self.variables = variables
+        self._placed: dict[int, tuple] = {}
+
+    def _apply(self, variables, images):
+        import jax
+        import jax.numpy as jnp
+
+        if self.kind == "kl":
+            posterior = self.module.apply(variables, images, method="encode")
+            return {"mean": posterior.mean, "std": posterior.std}
+        latent = self.module.apply(variables, images, method="encode")
+        # The random draw only matters for remapped codebooks with unknown_index="random".
+        _, indices = self.module.apply(variables, latent, jax.random.key(0), method="quantize")
+        return {"latent": latent.astype(jnp.float32), "indices": indices.astype(jnp.int32)}
+
+    def _placement(self, batch: int):
+        import jax
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        size = math.gcd(batch, jax.local_device_count())
+        if size not in self._placed:
+            mesh = Mesh(np.asarray(jax.local_devices()[:size]), ("data",))
+            variables = jax.device_put(self.variables, NamedSharding(mesh, PartitionSpec()))
+            self._placed[size] = (variables, NamedSharding(mesh, PartitionSpec("data")), jax.jit(self._apply))
+        return self._placed[size]
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        import jax
+
+        images = np.asarray(images, np.float32)
+        variables, sharding, encode = self._placement(images.shape[0])
+        return jax.device_get(encode(variables, jax.device_put(images, sharding)))
+
+
+class _ShardWriter:
+    """ArrayRecord shards of at most `records_per_shard` records, each renamed into place when full."""
+
+    def __init__(self, out_dir: pathlib.Path, process_index: int, records_per_shard: int):
+        self.out_dir, self.process_index, self.records_per_shard = out_dir, process_index, records_per_shard
+        self.shards: list[dict[str, Any]] = []
+        self._writer = None
+        self._count = 0
+
+    def write(self, record: bytes) -> None:
+        from array_record.python.array_record_module import ArrayRecordWriter
+
+        if self._writer is None:
+            name = f"shard-p{self.process_index:03d}-{len(self.shards):05d}.array_record"
+            self._writer = ArrayRecordWriter(str(self.out_dir / f".{name}.tmp"), _WRITER_OPTIONS)
+            self.shards.append({"file": name, "records": 0})
+        self._writer.write(record)
+        self.shards[-1]["records"] += 1
+        if self.shards[-1]["records"] == self.records_per_shard:
+            self.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            name = self.shards[-1]["file"]
+            os.replace(self.out_dir / f".{name}.tmp", self.out_dir / name)
+            self._writer = None
+
+
+def write_latent_cache(batches: Iterable[dict[str, Any]], encoder: FirstStageEncoder, out_dir: str | os.PathLike, *,
+                       text_encoder: Callable[[list[str]], np.ndarray] | None = None,
+                       embedding_dtype: str = "float32", records_per_shard: int = 10_000, process_index: int = 0,
+                       metadata: dict[str, Any] | None = None, log: Callable[[str], None] | None = None,
+                       log_every: int = 50) -> dict[str, Any]:
+    """Encodes every batch ({"image", "key", optional "label" / "caption"}) and writes the cache.
+
+    Records keep the order of the batches. `text_encoder` maps a list of captions to embeddings
+    (N, L, D), stored as `context` in `embedding_dtype`. `metadata` (JSON) is kept in the cache's
+    description file, which is written last: a cache without it is incomplete. `log` gets a progress
+    line every `log_every` batches. Returns the description.
+    """
+    out_dir = pathlib.Path(out_dir)
+    description_path = out_dir / f"cache-p{process_index:03d}.json"
+    if description_path.exists():
+        raise FileExistsError(f"{out_dir} already holds a latent cache ({description_path.name}); "
+                              "write to another folder or delete it first")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = _ShardWriter(out_dir, process_index, records_per_shard)
+    shapes, count, start, full_batch = {}, 0, time.perf_counter(), None
+    for batch_index, batch in enumerate(batches):
+        images = np.asarray(batch["image"], np.float32)
+        size = images.shape[0]
+        full_batch = full_batch or size
+        if size < full_batch:  # pad the last batch: one compiled shape for the whole run
+            images = np.concatenate([images, np.repeat(images[-1:], full_batch - size, axis=0)])
+        encoded = {name: np.asarray(value)[:size] for name, value in encoder(images).items()}
+        if text_encoder is not None:
+            if "caption" not in batch:
+                raise ValueError("a text encoder was given but the dataset's batches hold no 'caption'")
+            encoded["context"] = np.asarray(text_encoder(list(batch["caption"])), embedding_dtype)
+        for i in range(size):
+            example = {name: _plain(batch[name][i]) for name in _PASSED_THROUGH if name in batch}
+            example.update({name: value[i] for name, value in encoded.items()})
+            writer.write(serialize_example(example))
+        shapes = {name: list(value.shape[1:]) for name, value in encoded.items()}
+        count += size
+        if log is not None and (batch_index + 1) % log_every == 0:
+            log(f"{count} records encoded ({count / (time.perf_counter() - start):.1f}/s)")
+    writer.close()
+    statistics = batches.statistics() if hasattr(batches, "statistics") else None
+    description = {"format": CACHE_FORMAT, "process_index": process_index, "num_records": count,
+                   "encoder": {"kind": encoder.kind, "fields": list(encoder.fields)}, "shapes": shapes,
+                   "shards": writer.shards, "pipeline_statistics": statistics, "metadata": metadata or {}}
+    tmp = description_path.with_name(f".{description_path.name}.tmp")
+    tmp.write_text(json.dumps(description, indent=2))
+    os.replace(tmp, description_path)
+    return description
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class LatentCacheSource:
+    """A grain random-access source over a latent cache folder (every writing process's shards).
+
+    Items: {"key", "mean", "std"} (KL) or {"key", "latent", "indices"} (VQ), plus "label",
+    "caption" and "context" when cached. `.description` is the writer's description (process 0's).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        import grain
+
+        self.path = pathlib.Path(path)
+        descriptions = [json.loads(p.read_text()) for p in sorted(self.path.glob("cache-p*.json"))]
+        if not descriptions:
+            raise FileNotFoundError(f"no latent cache in {str(self.path)!r}: expected cache-p000.json written by "
+                                    "`ldm-jax data cache-latents` (an interrupted run leaves none)")
+        for description in descriptions:
+            if description.get("format") != CACHE_FORMAT:
+                raise ValueError(f"{self.path}: cache format {description.get('format')!r} is not {CACHE_FORMAT!r}")
+            if description["encoder"] != descriptions[0]["encoder"]:
+                raise ValueError(f"{self.path}: processes wrote different encodings: {description['encoder']} "
+                                 f"and {descriptions[0]['encoder']}")
+        shards = [self.path / shard["file"] for description in descriptions for shard in description["shards"]]
+        missing = [str(shard) for shard in shards if not shard.is_file()]
+        if missing:
+            raise FileNotFoundError(f"latent cache {str(self.path)!r} lacks {len(missing)} shard(s): {missing[:3]}")
+        self.description = descriptions[0]
+        self.num_records = sum(description["num_records"] for description in descriptions)
+        self._records = grain.sources.ArrayRecordDataSource([str(shard) for shard in shards]) if shards else []
+        if len(self._records) != self.num_records:
+            raise ValueError(f"latent cache {str(self.path)!r}: its shards hold {len(self._records)} records, its "
+                             f"description says {self.num_records}")
+
+    def __len__(self) -> int:
+        return self.num_records
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        if not 0 <= index < self.num_records:
+            raise IndexError(f"index {index} out of range for the {self.num_records} records of {str(self.path)!r}")
+        return deserialize_example(self._records[index], where=f"{self.path.name}#{index}")
+
+    def __repr__(self) -> str:
+        return f"LatentCacheSource({str(self.path)!r}, {self.num_records} records, {self.description['encoder']})"
+
+
+# -- `ldm-jax data cache-latents` -----------------------------------------------------------------------
+
+EPILOG = """examples:
+  ldm-jax data cache-latents --checkpoint kl-f8.ckpt --config configs/kl_f8.py \\
+      --dataset folder --data-dir /data/ffhq --image-size 256 --out /data/ffhq-latents
+  ldm-jax data cache-latents --checkpoint sd-v1-4.ckpt --config configs/sd_v1.py --dataset tar \\
+      --shards '/data/laion/{00000..00099}.tar' --image-size 512 --embed-captions \\
+      --tokenizer clip-vit-large-patch14/ --embedding-dtype float16 --out /data/laion-latents
+
+then train on LatentCacheSource("/data/ffhq-latents") instead of the images."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `ldm-jax data cache-latents`."""
+    from ldm_jax.data.config import DATASETS
+
+    parser.epilog = parser.epilog or EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--checkpoint", required=True,
+                        help="a first-stage or LDM checkpoint (.ckpt / .safetensors) holding the autoencoder")
+    parser.add_argument("--config", help="its reference YAML or one of configs/*.py (default: the YAML beside it)")
+    parser.add_argument("--out", required=True, help="the folder to write the cache to (must not hold one)")
+    parser.add_argument("--dataset", default="builtin", choices=sorted(DATASETS), help="which kind of dataset")
+    parser.add_argument("--data-dir", default="", help="folder: the image root; tfds: the TFDS data_dir")
+    parser.add_argument("--tfds-name", default="", help="tfds: the prepared dataset's name")
+    parser.add_argument("--shards", default="", help="tar: shard paths, brace patterns or globs")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--num-records", type=int, default=10_000, help="builtin: how many records")
+    parser.add_argument("--image-size", type=int, default=256,
+                        help="images are resized (smaller side) and centre-cropped to this square")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--worker-count", type=int, default=0, help="worker processes that decode images")
+    parser.add_argument("--max-bad-fraction", type=float, default=0.01,
+                        help="stop when more records than this cannot be read")
+    parser.add_argument("--records-per-shard", type=int, default=10_000)
+    parser.add_argument("--embed-captions", action="store_true",
+                        help="also store the checkpoint's text encoder's embedding of each caption (LDM checkpoints)")
+    parser.add_argument("--tokenizer", help="with --embed-captions: the folder of the tokenizer's vocabulary files")
+    parser.add_argument("--embedding-dtype", default="float32", choices=("float32", "float16"))
+
+
+def _data_config(args):
+    from ldm_jax.data.config import default_data_config, validate_data_config
+
+    data = default_data_config()
+    data.update(dict(name=args.dataset, data_dir=args.data_dir, tfds_name=args.tfds_name, shards=args.shards,
+                     split=args.split, num_records=args.num_records, image_size=args.image_size,
+                     batch_size=args.batch_size, worker_count=args.worker_count,
+                     max_bad_fraction=args.max_bad_fraction, shuffle=False, num_epochs=1))
+    validate_data_config(data, prefix="data")
+    return data
+
+
+def _text_encoder(config, variables, tokenizer_path):
+    """captions -> embeddings with the checkpoint's text cond stage and the tokenizer at `tokenizer_path`."""
+    from ldm_jax import task_inputs
+    from ldm_jax.pipeline import LatentDiffusionPipeline
+
+    if "diffusion" not in config.model or "cond_stage" not in config.model:
+        raise ValueError("--embed-captions needs an LDM checkpoint with a text cond stage; this one holds "
+                         f"{sorted(config.model)}")
+    pipe = LatentDiffusionPipeline(config, variables)
+    traits = task_inputs.ModelTraits.of(pipe)
+    if not traits.is_text:
+        raise ValueError(f"--embed-captions needs a text cond stage, this model's is {traits.cond_kind!r}")
+    tokenize = task_inputs.text_tokenizer(traits, tokenizer_path)
+    return lambda captions: np.asarray(pipe.encode_text(tokenize(captions)))
+
+
+def run(args: argparse.Namespace) -> int:
+    """`ldm-jax data cache-latents`: encode a dataset once with a checkpoint's first stage."""
+    import jax
+
+    from ldm_jax.convert import compvis
+    from ldm_jax.data.config import DataConfigError, source_from_config, transform_from_config
+    from ldm_jax.data.pipeline import make_pipeline
+    from ldm_jax.models import components
+
+    try:
+        data = _data_config(args)
+    except DataConfigError as error:
+        print(f"ldm-jax data cache-latents: {error}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    config, variables = compvis.load_checkpoint(args.checkpoint, args.config)
+    if "first_stage" not in variables:
+        raise ValueError(f"{args.checkpoint}: no first stage in this checkpoint (it holds {sorted(variables)})")
+    encoder = FirstStageEncoder(components.build(config.model.first_stage.to_dict()), variables["first_stage"])
+    text_encoder = _text_encoder(config, variables, args.tokenizer) if args.embed_captions else None
+    pipeline = make_pipeline(source_from_config(data), transform_from_config(data), batch_size=data.batch_size,
+                             seed=0, shuffle=False, num_epochs=1, drop_remainder=False,
+                             worker_count=data.worker_count, max_bad_fraction=data.max_bad_fraction)
+    diffusion = config.model.get("diffusion")
+    metadata = {"checkpoint": str(args.checkpoint), "first_stage": config.model.first_stage.to_dict(),
+                "scale_factor": None if diffusion is None else float(diffusion.scale_factor),
+                "data": data.to_dict()}
+    with pipeline:
+        description = write_latent_cache(
+            pipeline, encoder, args.out, text_encoder=text_encoder, embedding_dtype=args.embedding_dtype,
+            records_per_shard=args.records_per_shard, process_index=jax.process_index(), metadata=metadata,
+            log=print)
+    bad = (description["pipeline_statistics"] or {}).get("bad_records", 0)
+    print(f"wrote {description['num_records']} records ({', '.join(description['shapes'])}; {bad} bad records "
+          f"skipped) in {len(description['shards'])} shard(s) to {args.out} in {time.perf_counter() - start:.1f}s")
+    return 0
