@@ -145,11 +145,12 @@ def _cubic(x: np.ndarray, a: float) -> np.ndarray:
 
 
 def resize_weights(in_size: int, out_size: int, method: str) -> np.ndarray:
-    """The (out_size, in_size) matrix that resamples one axis; rows sum to one, edges clamped.
+    """The (out_size, in_size) matrix that resamples one axis of an image; its rows sum to one.
 
-    nearest / bilinear / bicubic / area follow cv2.resize (point-sampled at pixel centres; area
-    averages the covered input); "bicubic_antialias" is MATLAB's imresize (a = -0.5, the kernel
-    widened by the scale when shrinking).
+    nearest / bilinear / bicubic / area follow cv2.resize (point-sampled at pixel centres, edge
+    pixels replicated; area averages the covered input); "bicubic_antialias" is MATLAB's imresize
+    kernel (a = -0.5, widened by the scale when shrinking) with PIL's edges (taps outside the image
+    dropped, the rest renormalised), i.e. exactly PIL's BICUBIC resize.
     """
     scale = in_size / out_size
     weights = np.zeros((out_size, in_size))
@@ -176,6 +177,8 @@ def resize_weights(in_size: int, out_size: int, method: str) -> np.ndarray:
                          "bicubic_antialias")
     sources = np.floor(centres)[:, None] + taps[None, :]
     values = kernel(centres[:, None] - sources)
+    if method == "bicubic_antialias":
+        values = np.where((sources >= 0) & (sources < in_size), values, 0.0)  # PIL drops outside taps
     np.add.at(weights, (np.repeat(rows, len(taps)), np.clip(sources, 0, in_size - 1).astype(int).ravel()),
               values.ravel())
     return weights / weights.sum(axis=1, keepdims=True)

@@ -10,8 +10,9 @@ resolution. Strokes are polylines of thick segments with round ends and joints, 
 numpy (a pixel is in when its centre is within half the width of a segment), like LaMa's
 `RandomIrregularMaskGenerator`; boxes follow its `RandomRectangleMaskGenerator`.
 
-The draws use only `Generator.random()` (uniform doubles) and numpy arithmetic, so an evaluation
-mask, seeded by (seed, index), stays the same across numpy and Pillow versions.
+The draws use only PCG64's `Generator.random()` (uniform doubles, a stream numpy keeps stable) and
+plain numpy arithmetic, no image library, so an evaluation mask, seeded by (seed, index), stays the
+same across versions; `tests/data/test_masks.py` pins a few of them.
 """
 import math
 

@@ -12,13 +12,19 @@ slices that together hold each record exactly once. The randomness a transform d
 comes from a generator seeded by (seed, epoch, record index): it depends neither on the number of
 processes or workers nor on any global state.
 
-Bad records. A source or transform raising `BadRecord` yields a marker instead of an example; the
-consuming process counts it, logs its key once, and fills the batch from the next records, so batches
-stay full and deterministic with worker processes too. Past `min_records_before_check` records, a bad
-fraction above `max_bad_fraction` raises `TooManyBadRecords`.
+Work. The stream is cut into chunks of `batch_size / process_count` consecutive positions; a read
+thread (in this process, or in one of `worker_count` worker processes) loads a chunk's records,
+transforms them and stacks the good ones into one batch. The consuming process only cuts chunks into
+batches: without bad records a chunk is a batch, handed over as is (through shared memory from the
+workers). Chunk i always holds the same examples, so the batches do not depend on `worker_count`.
 
-State. The iterator's state is the number of stream positions this process has consumed plus the
-bad-record counters; restoring rebuilds the grain pipeline at that position. The state does not
+Bad records. A source or transform raising `BadRecord` leaves its record out of the chunk and its
+key and reason in the chunk's list of bad records; the consuming process counts them, logs each key
+once, and fills batches from the next chunk, so batches stay full and deterministic. Past
+`min_records_before_check` records, a bad fraction above `max_bad_fraction` raises `TooManyBadRecords`.
+
+State. The iterator's state is the chunk being cut and how many of its examples were returned, plus
+the bad-record counters; restoring rebuilds the grain pipeline at that chunk. The state does not
 depend on `worker_count`, which may change between runs.
 
 Batches are dicts of numpy arrays: numeric fields stacked along a leading batch axis, string fields
@@ -54,7 +60,7 @@ class TooManyBadRecords(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class BadExample:
-    """What the map step returns for a record that raised `BadRecord`: counted and dropped later."""
+    """What `LoadExample` returns for a record that raised `BadRecord`: counted and dropped later."""
 
     key: str
     reason: str
@@ -89,12 +95,11 @@ def example_rng(seed: int, epoch: int, record_index: int) -> np.random.Generator
 
 @dataclasses.dataclass(frozen=True)
 class LoadExample:
-    """The per-position map step run in the read threads / worker processes (picklable)."""
+    """One stream position -> its transformed example, or a `BadExample` (picklable)."""
 
     source: Any
     transform: Transform | None
     order: StreamOrder
-    seed: int
 
     def __call__(self, local_position: int) -> Example | BadExample:
         epoch, record_index = self.order(local_position)
@@ -103,7 +108,7 @@ class LoadExample:
             if self.transform is None:
                 example = record
             else:
-                example = self.transform(record, example_rng(self.seed, epoch, record_index))
+                example = self.transform(record, example_rng(self.order.seed, epoch, record_index))
         except BadRecord as error:
             return BadExample(error.key, error.reason)
         if not isinstance(example, dict):
@@ -137,67 +142,148 @@ def stack_examples(examples: Sequence[Example]) -> dict[str, Any]:
     return batch
 
 
-class _BatchIterator:
-    """Pulls examples from a grain iterator over stream positions, drops and counts bad ones, batches.
+@dataclasses.dataclass(frozen=True)
+class LoadChunk:
+    """The map step run in the read threads / worker processes: `chunk_size` consecutive stream
+    positions, loaded and stacked into one batch of their good examples (picklable).
 
-    Runs in the consuming process (inside a prefetch thread); its state is a plain dict.
+    Batching where the examples are made keeps the consuming process's work per batch near zero
+    (without bad records a chunk is a batch as is) and moves one shared-memory block per batch, not
+    per example. Bad records come back as [key, reason] pairs for the consumer to count.
+    """
+
+    load: LoadExample
+    chunk_size: int
+    num_positions: int
+
+    def positions(self, chunk: int) -> range:
+        return range(chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, self.num_positions))
+
+    def __call__(self, chunk: int) -> dict[str, Any]:
+        good, bad = [], []
+        for position in self.positions(chunk):
+            example = self.load(position)
+            if isinstance(example, BadExample):
+                bad.append([example.key, example.reason])
+            else:
+                good.append(example)
+        return {"chunk": chunk, "positions": len(self.positions(chunk)), "bad": bad, "size": len(good),
+                "batch": stack_examples(good) if good else None}
+
+
+def take_examples(batch: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
+    """Examples [start, stop) of a batch."""
+    return {field: value[start:stop] for field, value in batch.items()}
+
+
+def concatenate_batches(batches: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One batch of the examples of `batches` (same fields), in order."""
+    if len(batches) == 1:
+        return batches[0]
+    fields = list(batches[0])
+    if any(set(batch) != set(fields) for batch in batches):
+        raise ValueError(f"consecutive batches have different fields: {[sorted(batch) for batch in batches]}; "
+                         "the transform must return the same fields for every record")
+    joined = {}
+    for field in fields:
+        values = [batch[field] for batch in batches]
+        if all(isinstance(value, np.ndarray) for value in values):
+            shapes = {value.shape[1:] for value in values}
+            if len(shapes) > 1:
+                raise ValueError(f"field {field!r} has different shapes within one batch: {sorted(shapes)}; "
+                                 "resize or pad it in the transform")
+            joined[field] = np.concatenate(values)
+        else:
+            joined[field] = [item for value in values for item in value]
+    return joined
+
+
+class _BatchIterator:
+    """Pulls chunks from a grain iterator, counts their bad records and cuts them into batches.
+
+    Runs in the consuming process (inside a prefetch thread). Its state: the chunk being cut (or
+    the next one) and how many of its good examples were returned, plus the counters, which cover
+    every chunk pulled so far.
     """
 
     def __init__(self, pipeline: InputPipeline):
         self._pipeline = pipeline
-        self._position = 0
+        self._chunk = 0  # the chunk `_pending` came from, or the next chunk to pull
+        self._offset = 0  # good examples of `_chunk` already returned
+        self._pending: dict[str, Any] | None = None
+        self._pending_size = 0
+        self._records = 0
         self._batches = 0
         self._bad = 0
         self._first_bad: list[list[str]] = []
         self._logged_keys: set[str] = set()
         self._grain_iterator = None
 
-    def _examples(self):
+    def _pull(self) -> bool:
+        """The next chunk with good examples into `_pending`, counting on the way; False at the end."""
         if self._grain_iterator is None:
-            self._grain_iterator = iter(self._pipeline.grain_dataset(self._position))
-        return self._grain_iterator
+            self._grain_iterator = iter(self._pipeline.grain_dataset(self._chunk))
+        while True:
+            try:
+                chunk = next(self._grain_iterator)
+            except StopIteration:
+                return False
+            resumed = chunk["chunk"] == self._chunk and self._offset > 0  # already counted before the restart
+            if not resumed:
+                self._chunk, self._offset = chunk["chunk"], 0
+                self._records += chunk["positions"]
+                for key, reason in chunk["bad"]:
+                    self._count_bad(key, reason)
+            if chunk["size"] > self._offset:
+                # Plain ndarray views of the shared-memory arrays (which free themselves once unused).
+                self._pending = {field: np.asarray(value) if isinstance(value, np.ndarray) else value
+                                 for field, value in chunk["batch"].items()}
+                self._pending_size = chunk["size"]
+                return True
+            self._chunk, self._offset = self._chunk + 1, 0
 
     def __next__(self) -> dict[str, Any]:
-        pipeline = self._pipeline
-        examples = []
-        while len(examples) < pipeline.local_batch_size:
-            try:
-                element = next(self._examples())
-            except StopIteration:
-                if examples and not pipeline.drop_remainder:
+        wanted = self._pipeline.local_batch_size
+        pieces, have = [], 0
+        while have < wanted:
+            if self._pending is None and not self._pull():
+                if pieces and not self._pipeline.drop_remainder:
                     break
-                raise
-            self._position += 1
-            if isinstance(element, BadExample):
-                self._count_bad(element)
-            else:
-                examples.append(element)
+                raise StopIteration
+            size = self._pending_size
+            stop = min(size, self._offset + wanted - have)
+            pieces.append(self._pending if (self._offset, stop) == (0, size) else
+                          take_examples(self._pending, self._offset, stop))
+            have += stop - self._offset
+            self._offset = stop
+            if stop == size:
+                self._pending, self._chunk, self._offset = None, self._chunk + 1, 0
         self._batches += 1
-        return stack_examples(examples)
+        return concatenate_batches(pieces)
 
-    def _count_bad(self, bad: BadExample) -> None:
+    def _count_bad(self, key: str, reason: str) -> None:
         self._bad += 1
-        if len(self._first_bad) < _FIRST_BAD_KEPT and all(key != bad.key for key, _ in self._first_bad):
-            self._first_bad.append([bad.key, bad.reason])
-        if bad.key not in self._logged_keys and len(self._logged_keys) < _LOGGED_KEYS_KEPT:
-            self._logged_keys.add(bad.key)
+        if len(self._first_bad) < _FIRST_BAD_KEPT and all(known != key for known, _ in self._first_bad):
+            self._first_bad.append([key, reason])
+        if key not in self._logged_keys and len(self._logged_keys) < _LOGGED_KEYS_KEPT:
+            self._logged_keys.add(key)
             logger.warning("skipping bad record %r: %s (%d bad of %d records read so far)",
-                           bad.key, bad.reason, self._bad, self._position)
+                           key, reason, self._bad, self._records)
         elif self._bad & (self._bad - 1) == 0:  # powers of two: a heartbeat, not a flood
-            logger.warning("%d bad records of %d read so far", self._bad, self._position)
+            logger.warning("%d bad records of %d read so far", self._bad, self._records)
         pipeline = self._pipeline
-        if (self._position >= pipeline.min_records_before_check
-                and self._bad > pipeline.max_bad_fraction * self._position):
+        if (self._records >= pipeline.min_records_before_check
+                and self._bad > pipeline.max_bad_fraction * self._records):
             raise TooManyBadRecords(
-                f"{self._bad} of {self._position} records read by process {pipeline.order.process_index} "
-                f"were bad ({self._bad / self._position:.2%} > max_bad_fraction "
+                f"{self._bad} of {self._records} records read by process {pipeline.order.process_index} "
+                f"were bad ({self._bad / self._records:.2%} > max_bad_fraction "
                 f"{pipeline.max_bad_fraction:.2%}); the first: "
                 + "; ".join(f"{key!r}: {reason}" for key, reason in self._first_bad[:5]))
 
     def get_state(self) -> dict[str, Any]:
-        return {"version": _STATE_VERSION, "next_position": self._position, "batches": self._batches,
-                "bad_records": self._bad, "first_bad": [list(item) for item in self._first_bad],
-                "layout": self._pipeline.layout()}
+        return {"version": _STATE_VERSION, "chunk": self._chunk, "offset": self._offset,
+                "records_read": self._records, "batches": self._batches, "bad_records": self._bad,
+                "first_bad": [list(item) for item in self._first_bad], "layout": self._pipeline.layout()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
@@ -209,8 +295,9 @@ class _BatchIterator:
             raise ValueError("the iterator state was saved by a different pipeline: "
                              + ", ".join(differences))
         self.close()
-        self._position = int(state["next_position"])
-        self._batches = int(state["batches"])
+        self._pending = None
+        self._chunk, self._offset = int(state["chunk"]), int(state["offset"])
+        self._records, self._batches = int(state["records_read"]), int(state["batches"])
         self._bad = int(state["bad_records"])
         self._first_bad = [list(item) for item in state["first_bad"]]
 
@@ -225,8 +312,7 @@ class InputPipeline:
 
     def __init__(self, source, transform: Transform | None, *, local_batch_size: int, order: StreamOrder,
                  num_epochs: int | None, drop_remainder: bool, worker_count: int, worker_buffer_size: int,
-                 read_threads: int, read_buffer_size: int, batch_prefetch: int, max_bad_fraction: float,
-                 min_records_before_check: int):
+                 read_threads: int, batch_prefetch: int, max_bad_fraction: float, min_records_before_check: int):
         self.source = source
         self.transform = transform
         self.local_batch_size = local_batch_size
@@ -236,7 +322,6 @@ class InputPipeline:
         self.worker_count = worker_count
         self.worker_buffer_size = worker_buffer_size
         self.read_threads = read_threads
-        self.read_buffer_size = read_buffer_size
         self.max_bad_fraction = max_bad_fraction
         self.min_records_before_check = min_records_before_check
         self._batcher = _BatchIterator(self)
@@ -254,12 +339,14 @@ class InputPipeline:
             return total // order.process_count
         return (total - order.process_index + order.process_count - 1) // order.process_count
 
-    def grain_dataset(self, start: int) -> grain.IterDataset:
-        """The grain dataset of examples (or `BadExample` markers) from stream position `start` on."""
-        positions = grain.MapDataset.range(start, max(start, self.num_positions()))
-        examples = positions.map(LoadExample(self.source, self.transform, self.order, self.order.seed))
-        dataset = examples.to_iter_dataset(
-            grain.ReadOptions(num_threads=self.read_threads, prefetch_buffer_size=self.read_buffer_size))
+    def grain_dataset(self, first_chunk: int) -> grain.IterDataset:
+        """The grain dataset of chunks (see `LoadChunk`) from chunk `first_chunk` on."""
+        load = LoadChunk(LoadExample(self.source, self.transform, self.order),
+                         self.local_batch_size, self.num_positions())
+        num_chunks = -(-load.num_positions // load.chunk_size)
+        chunks = grain.MapDataset.range(first_chunk, max(first_chunk, num_chunks)).map(load)
+        dataset = chunks.to_iter_dataset(grain.ReadOptions(num_threads=self.read_threads,
+                                                           prefetch_buffer_size=max(1, self.read_threads)))
         # Worker processes hand over arrays from this size on through shared memory, smaller ones pickled.
         dataset = grain.experimental.WithOptionsIterDataset(
             dataset, grain.experimental.DatasetOptions(min_shm_size=_MIN_SHARED_MEMORY_BYTES))
@@ -270,10 +357,11 @@ class InputPipeline:
         return dataset
 
     def layout(self) -> dict[str, Any]:
-        """What defines the record stream, so a saved state must agree on it to be restored here."""
+        """What defines the record stream and its chunks: a saved state must agree on it to be restored."""
         order = self.order
         return {"num_records": order.num_records, "seed": order.seed, "shuffle": order.shuffle,
-                "process_index": order.process_index, "process_count": order.process_count}
+                "process_index": order.process_index, "process_count": order.process_count,
+                "local_batch_size": self.local_batch_size}
 
     def __iter__(self) -> InputPipeline:
         return self
@@ -290,9 +378,10 @@ class InputPipeline:
         self._prefetcher.set_state(state)
 
     def statistics(self) -> dict[str, Any]:
-        """Counters up to the last batch returned: records read, bad records and the first of them."""
+        """Counters up to the last batch returned: records read (up to the end of the chunk that batch
+        came from), bad records and the first of them, the epoch being read."""
         state = self.get_state()
-        seen, bad = state["next_position"], state["bad_records"]
+        seen, bad = state["records_read"], state["bad_records"]
         last = self.order.global_position(max(seen - 1, 0))
         return {"batches": state["batches"], "records_read": seen, "bad_records": bad,
                 "bad_fraction": bad / seen if seen else 0.0,
@@ -325,8 +414,8 @@ def _mark_absl_flags_parsed() -> None:
 
 
 def make_pipeline(source, transform: Transform | None, *, batch_size: int, seed: int, shuffle: bool = True,
-                  num_epochs: int | None = None, worker_count: int = 0, worker_buffer_size: int = 32,
-                  read_threads: int = 2, read_buffer_size: int = 32, batch_prefetch: int = 2,
+                  num_epochs: int | None = None, worker_count: int = 0, worker_buffer_size: int = 1,
+                  read_threads: int = 2, batch_prefetch: int = 2,
                   process_index: int | None = None, process_count: int | None = None,
                   drop_remainder: bool = True, max_bad_fraction: float = 0.01,
                   min_records_before_check: int = 500) -> InputPipeline:
@@ -334,8 +423,11 @@ def make_pipeline(source, transform: Transform | None, *, batch_size: int, seed:
 
     `batch_size` is the global batch size; each of `process_count` processes (default: the JAX
     processes) gets `batch_size // process_count` examples per batch. `num_epochs=None` repeats
-    forever. `worker_count` worker processes (0: none) each run `read_threads` threads over their
-    share of the records; `transform=None` passes records through unchanged. With `drop_remainder`
+    forever. `worker_count` worker processes (0: none) each run `read_threads` threads, each thread
+    making one batch-sized chunk at a time; a worker keeps `worker_buffer_size` finished chunks ready
+    and the consuming process `batch_prefetch` batches (worker processes hand chunks over through
+    /dev/shm: give containers room, e.g. `--shm-size`). `transform=None` passes records through
+    unchanged. With `drop_remainder`
     the last partial batch is dropped and, for a finite run, every process reads the same number of
     records (the last `(len(source) * num_epochs) % process_count` records are left out); without it
     every record arrives exactly once per epoch and the last batch may be smaller.
@@ -358,14 +450,15 @@ def make_pipeline(source, transform: Transform | None, *, batch_size: int, seed:
         raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
-    if worker_count < 0:
-        raise ValueError(f"worker_count must be >= 0, got {worker_count}")
+    if worker_count < 0 or read_threads < 0 or worker_buffer_size < 1 or batch_prefetch < 0:
+        raise ValueError(f"need worker_count >= 0, read_threads >= 0, worker_buffer_size >= 1 and batch_prefetch "
+                         f">= 0; got {worker_count}, {read_threads}, {worker_buffer_size} and {batch_prefetch}")
     order = StreamOrder(num_records=len(source), seed=seed, shuffle=shuffle,
                         process_index=process_index, process_count=process_count)
     return InputPipeline(
         source, transform, local_batch_size=batch_size // process_count, order=order, num_epochs=num_epochs,
         drop_remainder=drop_remainder, worker_count=worker_count, worker_buffer_size=worker_buffer_size,
-        read_threads=read_threads, read_buffer_size=read_buffer_size, batch_prefetch=batch_prefetch,
+        read_threads=read_threads, batch_prefetch=batch_prefetch,
         max_bad_fraction=max_bad_fraction, min_records_before_check=min_records_before_check)
 
 

@@ -55,7 +55,7 @@ class FeedForward(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         # Reference: net = Sequential(Sequential(Linear, GELU), Dropout, Linear).
         h = layers.dense(self.dim * self.mult, name=layers.indexed("net", 0, 0), **kw)(x)
-        h = nn.gelu(h, approximate=False)
+        h = layers.gelu(h)
         return layers.dense(self.dim, name=layers.indexed("net", 2), **kw)(h)
 
 

@@ -27,7 +27,7 @@ def quick_gelu(x):
     return x * jax.nn.sigmoid(1.702 * x)
 
 
-_ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": lambda x: nn.gelu(x, approximate=False)}
+_ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": layers.gelu}
 
 
 class CLIPAttention(nn.Module):

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 
@@ -95,6 +96,12 @@ def group_norm(num_groups: int = 32, epsilon: float = 1e-6, *, dtype: Dtype = jn
                param_dtype: Dtype = jnp.float32, name: str | None = None) -> GroupNorm:
     """GroupNorm computed in float32, as the reference GroupNorm32 does."""
     return GroupNorm(num_groups=num_groups, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+def gelu(x):
+    """Exact (erf) GELU in torch's form, x/2 (1 + erf(x / sqrt 2)): 2.5x faster on XLA:CPU than
+    `jax.nn.gelu(approximate=False)`, which goes through erfc."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * np.asarray(1.0 / np.sqrt(2.0), x.dtype)))
 
 
 def layer_norm(epsilon: float = 1e-5, *, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,

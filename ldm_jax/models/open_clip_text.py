@@ -69,7 +69,7 @@ class Mlp(nn.Module):
     def __call__(self, x):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         h = layers.dense(self.hidden, name="c_fc", **kw)(x)
-        h = h * jax.nn.sigmoid(1.702 * h) if self.quick_gelu else nn.gelu(h, approximate=False)
+        h = h * jax.nn.sigmoid(1.702 * h) if self.quick_gelu else layers.gelu(h)
         return layers.dense(self.width, name="c_proj", **kw)(h)
 
 

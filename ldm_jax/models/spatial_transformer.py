@@ -62,7 +62,7 @@ class GEGLU(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         h = layers.dense(2 * self.dim_out, name="proj", dtype=self.dtype, param_dtype=self.param_dtype)(x)
         h, gate = jnp.split(h, 2, axis=-1)
-        return h * nn.gelu(gate, approximate=False)
+        return h * layers.gelu(gate)
 
 
 class FeedForward(nn.Module):
@@ -81,7 +81,7 @@ class FeedForward(nn.Module):
             h = GEGLU(inner_dim, name=layers.indexed("net", 0), **kw)(x)
         else:
             h = layers.dense(inner_dim, name=layers.indexed("net", 0, 0), **kw)(x)
-            h = nn.gelu(h, approximate=False)
+            h = layers.gelu(h)
         return layers.dense(self.dim_out or x.shape[-1], name=layers.indexed("net", 2), **kw)(h)
 
 

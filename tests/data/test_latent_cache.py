@@ -1,0 +1,127 @@
+"""Latent caches: a tiny random autoencoder's encodings written, read back and compared with direct encoding."""
+import argparse
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from ldm_jax import zoo
+from ldm_jax.data import latent_cache
+from ldm_jax.data.latent_cache import (FirstStageEncoder, LatentCacheSource, deserialize_example,
+                                       serialize_example, write_latent_cache)
+from ldm_jax.data.pipeline import make_pipeline
+from ldm_jax.data.records import BadRecord
+from ldm_jax.data.synthetic import SyntheticShapes
+from ldm_jax.data.transforms import ImageTransform
+from ldm_jax.models import components
+from tests.conftest import random_params
+
+DDCONFIG = {"double_z": True, "z_channels": 2, "resolution": 16, "in_channels": 3, "out_ch": 3, "ch": 32,
+            "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+KL = {"kind": "autoencoder_kl", "params": {"embed_dim": 2, "ddconfig": DDCONFIG}}
+VQ = {"kind": "vq", "params": {"embed_dim": 2, "n_embed": 16, "ddconfig": dict(DDCONFIG, double_z=False)}}
+
+
+def tiny_first_stage(component, seed=0):
+    module = components.build(component)
+    return module, {"params": random_params(components.abstract_params(component), seed)}
+
+
+def image_batches(num_records=10, batch_size=4):
+    return make_pipeline(SyntheticShapes(num_records, image_size=16), ImageTransform(16), batch_size=batch_size,
+                         seed=0, shuffle=False, num_epochs=1, drop_remainder=False, process_index=0,
+                         process_count=1)
+
+
+def test_serialisation_round_trips_arrays_and_scalars():
+    example = {"key": "a/1", "label": 3, "caption": "ünïcode", "none": None,
+               "mean": np.arange(12, dtype=np.float32).reshape(2, 3, 2), "indices": np.array([[1, 2]], np.int32)}
+    back = deserialize_example(serialize_example(example))
+    assert back.keys() == example.keys()
+    for name, value in example.items():
+        np.testing.assert_array_equal(back[name], value)
+        assert np.asarray(back[name]).dtype == np.asarray(value).dtype
+    with pytest.raises(TypeError, match="'boxes'"):
+        serialize_example({"boxes": [{"bbox": (0, 0, 1, 1)}]})
+    with pytest.raises(BadRecord, match="not a latent-cache record"):
+        deserialize_example(b"PK\x03\x04 something else", where="shard#3")
+
+
+def test_kl_cache_matches_direct_encoding_in_order(tmp_path):
+    module, variables = tiny_first_stage(KL)
+    encoder = FirstStageEncoder(module, variables)
+    with image_batches() as batches:
+        description = write_latent_cache(batches, encoder, tmp_path / "cache", records_per_shard=4,
+                                         metadata={"note": "test"})
+    assert description["num_records"] == 10 and [s["records"] for s in description["shards"]] == [4, 4, 2]
+    assert description["shapes"] == {"mean": [8, 8, 2], "std": [8, 8, 2]}
+
+    source = LatentCacheSource(tmp_path / "cache")
+    assert len(source) == 10 and source.description["metadata"] == {"note": "test"}
+    items = [source[i] for i in range(10)]
+    assert [item["key"] for item in items] == [f"shapes-0/{i:08d}" for i in range(10)]
+    transform, records = ImageTransform(16), SyntheticShapes(10, image_size=16)
+    images = np.stack([transform(records[i])["image"] for i in range(10)])
+    posterior = module.apply(variables, images, method="encode")
+    np.testing.assert_allclose(np.stack([item["mean"] for item in items]), posterior.mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.stack([item["std"] for item in items]), posterior.std, rtol=1e-5, atol=1e-5)
+    assert [item["label"] for item in items] == [records[i]["label"] for i in range(10)]
+    assert items[3]["caption"] == records[3]["caption"]
+
+    # The cache is itself a source for the pipeline: batches of mean / std for the LDM training step.
+    with make_pipeline(source, None, batch_size=5, seed=1, process_index=0, process_count=1) as latents:
+        batch = next(latents)
+    assert batch["mean"].shape == (5, 8, 8, 2) and batch["std"].dtype == np.float32
+
+    with pytest.raises(FileExistsError, match="already holds a latent cache"):
+        write_latent_cache([], encoder, tmp_path / "cache")
+
+
+def test_vq_cache_holds_the_pre_quantisation_latent_and_its_codes(tmp_path):
+    module, variables = tiny_first_stage(VQ, seed=1)
+    with image_batches(num_records=4) as batches:
+        write_latent_cache(batches, FirstStageEncoder(module, variables), tmp_path / "vq",
+                           text_encoder=lambda captions: np.full((len(captions), 3, 5), len(captions[0])),
+                           embedding_dtype="float16")
+    source = LatentCacheSource(tmp_path / "vq")
+    item = source[2]
+    images = np.stack([ImageTransform(16)(SyntheticShapes(4, image_size=16)[i])["image"] for i in range(4)])
+    latent = module.apply(variables, images, method="encode")
+    _, indices = module.apply(variables, latent, method="quantize")
+    np.testing.assert_allclose(item["latent"], latent[2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(item["indices"], indices[2])
+    assert item["context"].shape == (3, 5) and item["context"].dtype == np.float16
+    assert item["context"][0, 0] == len(SyntheticShapes(4, image_size=16)[0]["caption"])
+
+
+def test_an_incomplete_cache_is_refused(tmp_path):
+    (tmp_path / "shard-p000-00000.array_record").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no latent cache"):
+        LatentCacheSource(tmp_path)
+    (tmp_path / "cache-p000.json").write_text(json.dumps({
+        "format": latent_cache.CACHE_FORMAT, "num_records": 3, "encoder": {"kind": "kl"},
+        "shards": [{"file": "shard-p000-00001.array_record", "records": 3}]}))
+    with pytest.raises(FileNotFoundError, match="lacks 1 shard"):
+        LatentCacheSource(tmp_path)
+
+
+def test_command_line_caches_the_builtin_dataset(tmp_path, capsys):
+    from ldm_jax.convert import compvis
+
+    config = zoo.autoencoder(KL, zoo.released("tiny.ckpt", "tiny.yaml", "autoencoding"))
+    _, variables = tiny_first_stage(KL)
+    compvis.save_checkpoint(tmp_path / "tiny.safetensors", config, {"first_stage": variables})
+    parser = argparse.ArgumentParser()
+    latent_cache.add_arguments(parser)
+    args = parser.parse_args(["--checkpoint", str(tmp_path / "tiny.safetensors"), "--out", str(tmp_path / "out"),
+                              "--num-records", "6", "--image-size", "16", "--batch-size", "4"])
+    assert latent_cache.run(args) == 0
+    assert "wrote 6 records" in capsys.readouterr().out
+    source = LatentCacheSource(tmp_path / "out")
+    assert len(source) == 6 and source.description["metadata"]["data"]["image_size"] == 16
+    assert source[5]["key"] == "shapes-0/00000005" and source[5]["mean"].shape == (8, 8, 2)
+
+    bad_args = parser.parse_args(["--checkpoint", "x", "--out", str(tmp_path / "o2"), "--dataset", "folder"])
+    assert latent_cache.run(bad_args) == 2
+    assert "data.data_dir" in capsys.readouterr().err
