@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     check.set_defaults(run=_check)
 
     _add_sample(commands)
+    _add_data(commands)
 
     args = parser.parse_args(argv)
     return args.run(args)
@@ -116,6 +117,22 @@ def _add_sample(commands) -> None:
     sample.add_argument("--no-progress", action="store_true", help="no progress bar")
     sample.add_argument("--out", required=True, help="the PNG file to write")
     sample.set_defaults(run=_sample)
+
+
+def _add_data(commands) -> None:
+    from ldm_jax.data import build, latent_cache
+
+    data = commands.add_parser(
+        "data", help="prepare datasets: convert to ArrayRecord, cache first-stage latents",
+        description="Dataset tools. `build` converts an image folder or webdataset tar shards into a TFDS "
+                    "ArrayRecord dataset; `cache-latents` encodes a dataset once with a first-stage model.")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    for name, module, help_text in (
+            ("build", build, "convert an image folder or tar shards into a TFDS ArrayRecord dataset"),
+            ("cache-latents", latent_cache, "encode a dataset with a first-stage model into ArrayRecord shards")):
+        parser = data_commands.add_parser(name, help=help_text)
+        module.add_arguments(parser)
+        parser.set_defaults(run=module.run)
 
 
 def _sample(args) -> int:

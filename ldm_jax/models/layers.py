@@ -75,7 +75,7 @@ class GroupNorm(nn.Module):
     def __call__(self, x):
         channels = x.shape[-1]
         if channels % self.num_groups:
-            raise ValueError(f"{self.name}: {channels} channels do not split into {self.num_groups} groups")
+            raise ValueError(f"{self.name or type(self).__name__}: {channels} channels do not split into {self.num_groups} groups")
         scale = self.param("scale", _norm_scale_init, (channels,), self.param_dtype)
         bias = self.param("bias", _norm_bias_init, (channels,), self.param_dtype)
         spatial = tuple(range(1, x.ndim - 1))
