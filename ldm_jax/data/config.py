@@ -19,13 +19,13 @@ inputs its model is conditioned on (`ldm_jax.data.conditioning`):
     caption           "caption_tokens" (max_length,) int32
     layout            "layout_tokens" (92,) int32 from the boxes
 """
-import difflib
 import os
 from typing import Any, Callable, Mapping
 
 import ml_collections
 from ml_collections import config_dict
 
+from ldm_jax.config_checks import field_errors
 from ldm_jax.data.pipeline import InputPipeline, make_pipeline
 
 
@@ -68,8 +68,9 @@ def default_data_config() -> ml_collections.ConfigDict:
         "shuffle": True,
         "num_epochs": config_dict.placeholder(int),  # None: repeat forever
         "worker_count": 0,              # worker processes (0: decode in the training process's threads)
-        "worker_buffer_size": 32,       # examples each worker prepares ahead
-        "read_threads": 2,              # threads per process / worker that read and transform records
+        "worker_buffer_size": 1,        # batches each worker keeps ready
+        "read_threads": 2,              # threads per process / worker, each making one batch at a time
+        "batch_prefetch": 2,            # batches the training process keeps ready
         "max_bad_fraction": 0.01,       # fail when more records than this are unusable
         "min_records_before_check": 500,
     })
@@ -183,27 +184,6 @@ class TaskTransform:
         return f"TaskTransform({self.image_transform!r}, task={self.task!r})"
 
 
-def _field_errors(data: Mapping, defaults: Mapping, prefix: str) -> list[str]:
-    """Unknown fields (with the closest valid name) and values of the wrong type."""
-    errors = []
-    for name, value in data.items():
-        dotted = f"{prefix}.{name}"
-        if name not in defaults:
-            close = difflib.get_close_matches(name, list(defaults), n=1)
-            hint = f"; did you mean {prefix}.{close[0]}?" if close else f"; valid fields: {', '.join(defaults)}"
-            errors.append(f"{dotted}: unknown field{hint}")
-            continue
-        expected = _OPTIONAL_FIELDS.get(name, type(defaults[name]))
-        if value is None and name in _OPTIONAL_FIELDS:
-            continue
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            continue
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            errors.append(f"{dotted}: expected {expected.__name__}{' or None' if name in _OPTIONAL_FIELDS else ''}, "
-                          f"got {type(value).__name__} {value!r}")
-    return errors
-
-
 def _range_errors(data: Mapping, prefix: str) -> list[str]:
     def bad(name: str, condition: bool, expected: str) -> list[str]:
         return [] if condition else [f"{prefix}.{name}: {expected}, got {data[name]!r}"]
@@ -218,6 +198,7 @@ def _range_errors(data: Mapping, prefix: str) -> list[str]:
               + bad("worker_count", data["worker_count"] >= 0, "must be >= 0")
               + bad("worker_buffer_size", data["worker_buffer_size"] >= 1, "must be >= 1")
               + bad("read_threads", data["read_threads"] >= 0, "must be >= 0")
+              + bad("batch_prefetch", data["batch_prefetch"] >= 0, "must be >= 0")
               + bad("max_bad_fraction", 0.0 <= data["max_bad_fraction"] <= 1.0, "must be in [0, 1]")
               + bad("min_records_before_check", data["min_records_before_check"] >= 1, "must be >= 1")
               + bad("min_size", data["min_size"] >= 0, "must be >= 0")
@@ -298,11 +279,18 @@ def _shard_errors(shards: str, prefix: str) -> list[str]:
     return []
 
 
-def validate_data_config(data, prefix: str = "config.data") -> None:
-    """Raises DataConfigError listing every invalid field of `data` (a ConfigDict or a mapping)."""
-    data = data.to_dict() if hasattr(data, "to_dict") else dict(data)
+def _data_section(config) -> dict:
+    """The data config as a dict, given it or a whole experiment config holding it as `.data`."""
+    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return dict(config["data"]) if isinstance(config.get("data"), Mapping) else config
+
+
+def validate_data_config(config, prefix: str = "config.data") -> None:
+    """Raises DataConfigError listing every invalid field of the data config (a ConfigDict or a mapping:
+    `config.data` itself, or a whole experiment config holding it)."""
+    data = _data_section(config)
     defaults = default_data_config().to_dict()
-    errors = _field_errors(data, defaults, prefix)
+    errors = field_errors(data, defaults, prefix, _OPTIONAL_FIELDS)
     if not errors:
         errors = _range_errors({**defaults, **data}, prefix)
     if errors:
@@ -310,10 +298,12 @@ def validate_data_config(data, prefix: str = "config.data") -> None:
                               + "\n  ".join(errors))
 
 
-def _checked(data) -> ml_collections.ConfigDict:
+def _checked(config) -> ml_collections.ConfigDict:
+    """The validated data config with every field (defaults for those not given)."""
+    data = _data_section(config)
     validate_data_config(data)
     merged = default_data_config()
-    merged.update(data.to_dict() if hasattr(data, "to_dict") else dict(data))
+    merged.update(data)
     return merged
 
 
@@ -336,6 +326,6 @@ def pipeline_from_config(data, *, process_index: int | None = None, process_coun
     return make_pipeline(
         DATASETS[data.name](data), transform_from_config(data), batch_size=data.batch_size, seed=data.seed,
         shuffle=data.shuffle, num_epochs=data.num_epochs, worker_count=data.worker_count,
-        worker_buffer_size=data.worker_buffer_size, read_threads=data.read_threads,
+        worker_buffer_size=data.worker_buffer_size, read_threads=data.read_threads, batch_prefetch=data.batch_prefetch,
         process_index=process_index, process_count=process_count, max_bad_fraction=data.max_bad_fraction,
         min_records_before_check=data.min_records_before_check)

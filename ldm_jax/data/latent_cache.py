@@ -273,16 +273,14 @@ then train on LatentCacheSource("/data/ffhq-latents") instead of the images."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `ldm-jax data cache-latents`."""
-    from ldm_jax.data.config import DATASETS
-
+    """The options of `ldm-jax data cache-latents` (importing nothing heavy: `ldm-jax --help` stays fast)."""
     parser.epilog = parser.epilog or EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--checkpoint", required=True,
                         help="a first-stage or LDM checkpoint (.ckpt / .safetensors) holding the autoencoder")
     parser.add_argument("--config", help="its reference YAML or one of configs/*.py (default: the YAML beside it)")
     parser.add_argument("--out", required=True, help="the folder to write the cache to (must not hold one)")
-    parser.add_argument("--dataset", default="builtin", choices=sorted(DATASETS), help="which kind of dataset")
+    parser.add_argument("--dataset", default="builtin", help="builtin, folder, tar or tfds (as config.data.name)")
     parser.add_argument("--data-dir", default="", help="folder: the image root; tfds: the TFDS data_dir")
     parser.add_argument("--tfds-name", default="", help="tfds: the prepared dataset's name")
     parser.add_argument("--shards", default="", help="tar: shard paths, brace patterns or globs")
@@ -342,6 +340,10 @@ def run(args: argparse.Namespace) -> int:
         data = _data_config(args)
     except DataConfigError as error:
         print(f"ldm-jax data cache-latents: {error}", file=sys.stderr)
+        return 2
+    if args.embed_captions and not args.tokenizer:
+        print("ldm-jax data cache-latents: --embed-captions needs --tokenizer (the folder of the text encoder's "
+              "vocabulary files)", file=sys.stderr)
         return 2
     start = time.perf_counter()
     config, variables = compvis.load_checkpoint(args.checkpoint, args.config)

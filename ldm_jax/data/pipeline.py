@@ -18,6 +18,12 @@ transforms them and stacks the good ones into one batch. The consuming process o
 batches: without bad records a chunk is a batch, handed over as is (through shared memory from the
 workers). Chunk i always holds the same examples, so the batches do not depend on `worker_count`.
 
+Split transforms. A transform may split its work in two: `worker_example(record, rng)`, run where
+records are read, makes a compact example (`ImageTransform`: uint8 pixels, a quarter of the bytes of
+float32 to stack and to move between processes), and `finish_batch(batch)`, run by the consuming
+process once per batch, turns a batch of those into exactly the batch of `transform(record, rng)`
+examples. The pipeline uses the split whenever a transform has both methods.
+
 Bad records. A source or transform raising `BadRecord` leaves its record out of the chunk and its
 key and reason in the chunk's list of bad records; the consuming process counts them, logs each key
 once, and fills batches from the next chunk, so batches stay full and deterministic. Past
@@ -108,13 +114,19 @@ class LoadExample:
             if self.transform is None:
                 example = record
             else:
-                example = self.transform(record, example_rng(self.order.seed, epoch, record_index))
+                make = self.transform.worker_example if is_split(self.transform) else self.transform
+                example = make(record, example_rng(self.order.seed, epoch, record_index))
         except BadRecord as error:
             return BadExample(error.key, error.reason)
         if not isinstance(example, dict):
             raise TypeError(f"the transform must return a dict for record {record_index} "
                             f"(key {record.get('key')!r}), got {type(example).__name__}")
         return example
+
+
+def is_split(transform) -> bool:
+    """Whether `transform` splits its work into `worker_example` and `finish_batch` (module docstring)."""
+    return callable(getattr(transform, "worker_example", None)) and callable(getattr(transform, "finish_batch", None))
 
 
 def stack_examples(examples: Sequence[Example]) -> dict[str, Any]:
@@ -259,7 +271,9 @@ class _BatchIterator:
             if stop == size:
                 self._pending, self._chunk, self._offset = None, self._chunk + 1, 0
         self._batches += 1
-        return concatenate_batches(pieces)
+        batch = concatenate_batches(pieces)
+        transform = self._pipeline.transform
+        return transform.finish_batch(batch) if is_split(transform) else batch
 
     def _count_bad(self, key: str, reason: str) -> None:
         self._bad += 1
@@ -427,10 +441,11 @@ def make_pipeline(source, transform: Transform | None, *, batch_size: int, seed:
     making one batch-sized chunk at a time; a worker keeps `worker_buffer_size` finished chunks ready
     and the consuming process `batch_prefetch` batches (worker processes hand chunks over through
     /dev/shm: give containers room, e.g. `--shm-size`). `transform=None` passes records through
-    unchanged. With `drop_remainder`
-    the last partial batch is dropped and, for a finite run, every process reads the same number of
-    records (the last `(len(source) * num_epochs) % process_count` records are left out); without it
-    every record arrives exactly once per epoch and the last batch may be smaller.
+    unchanged. With `drop_remainder` the last partial batch is dropped and, for a finite run, every
+    process reads the same number of records (the last `(len(source) * num_epochs) % process_count`
+    records are left out); without it every record arrives exactly once per epoch and the last batch
+    may be smaller. Past `min_records_before_check` records, more than `max_bad_fraction` bad ones
+    raise `TooManyBadRecords`.
     """
     if process_index is None or process_count is None:
         import jax  # only the consuming process needs it; worker processes never build pipelines
