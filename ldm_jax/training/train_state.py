@@ -43,7 +43,8 @@ class TrainStage(Protocol):
         """A fresh state; traceable under `jax.eval_shape` (the loop derives shardings from it)."""
 
     def train_step(self, state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
-        """One optimizer update on `batch`; `rng` is already folded with the step. Scalars in `metrics`."""
+        """One optimizer update on `batch`; `rng` is already folded with the step. `metrics` holds scalars,
+        among them the total `loss` (the loop undoes steps where it is not finite)."""
 
     def log_images(self, state: TrainState, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
         """Images to write as PNG grids (NHWC in [-1, 1]): inputs, reconstructions or samples."""
