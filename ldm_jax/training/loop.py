@@ -11,7 +11,10 @@ What one run does:
    is kept, the step counted) and `train.max_nan_steps` of them in a row stop the run with a checkpoint;
 4. logs averaged metrics every `train.log_every_steps` (console, `workdir/metrics.jsonl`), writes PNG
    grids every `train.image_every_steps`, checkpoints every `checkpoint.every_steps`, at the end, and
-   when SIGTERM arrives (then exits cleanly).
+   when SIGTERM arrives (then exits cleanly);
+5. at the end exports the trained model as a CompVis-format checkpoint that `ldm-jax sample`,
+   `LatentDiffusionPipeline.from_checkpoint` and `pretrained.first_stage` read:
+   `workdir/first_stage.safetensors` (stage 1) or `workdir/model.safetensors` (stage 2, EMA weights).
 The step's rng is `fold_in(key(seed), step)`, and the data state is saved with the weights, so a
 resumed run computes exactly what an uninterrupted one would.
 """
@@ -20,6 +23,7 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -130,6 +134,8 @@ def train_and_evaluate(config, workdir, *, progress: bool = True) -> dict:
                 logger.warning("preemption requested: saving step %d and stopping", step)
                 save(force=True)
                 break
+        if step >= num_steps:
+            export_model(stage, state, config, workdir)
     finally:
         bar.close()
         restore_signal()
@@ -151,3 +157,24 @@ def _fresh_state(stage, mesh, rules, rng, example) -> TrainState:
         return state
     shardings = jax.tree.map(lambda x: x.sharding, state)
     return jax.device_put(stage.with_variables(state, variables, scale_factor), shardings)
+
+
+def export_model(stage, state: TrainState, config, workdir: pathlib.Path) -> pathlib.Path:
+    """Writes the trained model (EMA weights where kept) as a CompVis-format .safetensors + YAML."""
+    from jax.experimental import multihost_utils
+
+    from ldm_jax.convert import compvis
+
+    model_config = ml_collections.ConfigDict({"model": config.model.to_dict()})
+    if "unet" in config.model:
+        variables = stage.variables(state, use_ema=state.ema_params is not None)
+        model_config.model.diffusion.scale_factor = float(jax.device_get(state.extras["scale_factor"]))
+        path = workdir / "model.safetensors"
+    else:
+        variables = stage.variables(state)
+        path = workdir / "first_stage.safetensors"
+    variables = multihost_utils.process_allgather(variables, tiled=True)  # every process takes part
+    if jax.process_index() == 0:
+        compvis.save_checkpoint(path, model_config, variables)
+        logger.info("exported %s", path)
+    return path
