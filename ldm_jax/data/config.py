@@ -313,9 +313,15 @@ def source_from_config(data):
     return DATASETS[data.name](data)
 
 
-def transform_from_config(data) -> TaskTransform:
-    """The record -> example transform of `data.task`, checked first."""
+def transform_from_config(data):
+    """The record -> example transform of `data.task`, checked first.
+
+    The plain image task is the `ImageTransform` itself, so the pipeline can move uint8 pixels
+    from its readers and scale them once per batch (`ImageTransform.finish_batch`).
+    """
     data = _checked(data)
+    if TASKS[data.task][0] is None:
+        return _image_transform(data)
     return TaskTransform(_image_transform(data), data.task, TASKS[data.task][1](data))
 
 

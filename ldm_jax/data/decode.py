@@ -63,7 +63,7 @@ class Picture(NamedTuple):
     of the full picture as a viewer shows it. After a DCT-scaled decode `image` is smaller than
     that: `box` = (x0, y0, x1, y1) is where the full picture lies in `image`'s pixel coordinates
     (a 1/s-scale decode rounds a partial block at the right / bottom edge up to a whole pixel, so
-    after a flip or rotation x0 or y0 can be negative)."""
+    after a flip or rotation the box can start a fraction of a pixel past 0)."""
 
     image: Image.Image
     width: int

@@ -438,7 +438,10 @@ def make_pipeline(source, transform: Transform | None, *, batch_size: int, seed:
     `batch_size` is the global batch size; each of `process_count` processes (default: the JAX
     processes) gets `batch_size // process_count` examples per batch. `num_epochs=None` repeats
     forever. `worker_count` worker processes (0: none) each run `read_threads` threads, each thread
-    making one batch-sized chunk at a time; a worker keeps `worker_buffer_size` finished chunks ready
+    making one batch-sized chunk at a time (threads are the cheapest per image: PIL and libjpeg release
+    the GIL while decoding and resizing, and nothing is copied between processes; worker processes,
+    5-15% dearer per image in experiments/bench_data.py, help once the training process's own Python
+    work competes for the GIL); a worker keeps `worker_buffer_size` finished chunks ready
     and the consuming process `batch_prefetch` batches (worker processes hand chunks over through
     /dev/shm: give containers room, e.g. `--shm-size`). `transform=None` passes records through
     unchanged. With `drop_remainder` the last partial batch is dropped and, for a finite run, every

@@ -4,7 +4,7 @@
     example = transform(record, rng)   # {"key", "image": float32 (256, 256, 3) in [-1, 1], "label", ...}
 
 What happens to each field:
-- "image": encoded bytes are decoded by `ldm_jax.data.decode.decode_picture` (imported only then);
+- "image": encoded bytes are decoded by `ldm_jax.data.decode.decode_picture`;
   a uint8 array (H, W, 3), or grey (H, W) / (H, W, 1), is used as is. The smaller side is resized to
   `size` (PIL, antialiased when shrinking; bicubic by default), then a (size, size) crop is taken
   from the centre or at random, optionally mirrored left-right with probability 1/2, and the pixels
@@ -23,13 +23,15 @@ Doing less work than "decode, resize, crop" (what fast loaders do), with the sam
   cropping afterwards, minus the pixels that would be thrown away.
 - With `fast_downscale` (the default) a JPEG at least twice `size` on its smaller side is decoded
   at 1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling, never below `size`, so the final resize
-  still shrinks; and any downscale by more than 3x first shrinks by an integer factor
-  (PIL's `reducing_gap=3`). Both change pixels only by resampling differences (PSNR against
-  `fast_downscale=False` is well above 35 dB, see tests/data/test_transforms.py) and cut the
-  time per large JPEG by 2-3x. `fast_downscale=False` decodes fully and resamples once, exactly
-  like the plain PIL reference.
-- No copy is made that is not needed: no numpy round trip before the resize, and the float
-  conversion runs in place.
+  still shrinks; and a downscale by 6x or more (PNG, WebP, ...) first shrinks by an integer factor,
+  leaving at least 3x to the filter (PIL's `reducing_gap=3`). Both change pixels only by
+  resampling differences (PSNR against `fast_downscale=False` about 40 dB and more, tested above
+  35 dB in tests/data/test_transforms.py) and halve the time per JPEG of 512 px and more.
+  `fast_downscale=False` decodes fully and resamples once, as the plain PIL reference does (to
+  the fixed-point rounding of PIL's filter weights: at most 1 level of 255 apart).
+- No copy is made that is not needed: no numpy round trip before the resize, the float
+  conversion runs in place, and in the pipeline (`worker_example` / `finish_batch`) the pixels
+  travel as uint8 and become float32 once per batch in the consuming process.
 """
 import operator
 
@@ -74,18 +76,10 @@ def record_key(record: Record) -> str:
     return key if isinstance(key, str) else "<record without a key>"
 
 
-def load_image(record: Record) -> np.ndarray:
-    """The record's image as uint8 (H, W, 3): decoded when it is bytes, checked when it is an array."""
-    data = record.get("image")
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        from ldm_jax.data.decode import decode_image  # only sources that hold files need decoding
-        return decode_image(bytes(data), record_key(record))
-    return _checked_array(data, record_key(record))
-
-
 def load_picture(record: Record, min_side: int = 0):
-    """The record's image as a `ldm_jax.data.decode.Picture` (a PIL RGB image and its full size);
-    a JPEG may come at a reduced DCT scale that keeps the smaller side >= `min_side`."""
+    """The record's image as a `ldm_jax.data.decode.Picture` (a PIL RGB image and its full size):
+    encoded bytes are decoded (a JPEG maybe at a reduced DCT scale that keeps the smaller side
+    >= `min_side`), a uint8 (H, W, 3) or grey (H, W) / (H, W, 1) array is checked and wrapped."""
     from ldm_jax.data.decode import Picture, decode_picture
 
     data = record.get("image")

@@ -112,7 +112,7 @@ def test_folder_and_tar_datasets_from_config(tmp_path):
     batch = first_batch(config(name="folder", data_dir=str(root), batch_size=8, shuffle=False))
     assert list(batch["label"]) == [0, 0, 0, 0, 1, 1, 1, 1]
     assert np.allclose(batch["image"][4:, ..., 0], 1.0) and np.allclose(batch["image"][:4, ..., 2], 1.0)
-    assert transform.task == "image"
+    assert hasattr(transform, "finish_batch")  # the image task moves uint8 pixels, scaled once per batch
 
     keys = [f"{i:04d}" for i in range(6)]
     write_tar(tmp_path / "shards" / "00000.tar", laion_members(keys[:3], sizes={k: (32, 20) for k in keys}))

@@ -6,9 +6,11 @@ import jax
 import numpy as np
 import pytest
 
-from ldm_jax.data.pipeline import (BadExample, StreamOrder, TooManyBadRecords, make_pipeline,
+from ldm_jax.data.pipeline import (BadExample, StreamOrder, TooManyBadRecords, example_rng, make_pipeline,
                                    stack_examples, to_global_batch)
 from ldm_jax.data.records import BadRecord
+from ldm_jax.data.synthetic import SyntheticShapes
+from ldm_jax.data.transforms import ImageTransform
 
 
 class ToySource:
@@ -40,6 +42,24 @@ class ToyTransform:
             raise BadRecord(record["key"], "cannot decode")
         image = record["image"].astype(np.float32) / 255 + np.float32(rng.uniform())
         return {"key": record["key"], "image": image, "label": record["label"], "caption": record["caption"]}
+
+
+class SplitToyTransform(ToyTransform):
+    """ToyTransform split in two: the uint8 pixels and the random offset travel, the consumer finishes."""
+
+    def __call__(self, record, rng):
+        raise AssertionError("a pipeline must use worker_example and finish_batch")
+
+    def worker_example(self, record, rng):
+        if record["label"] in self.broken:
+            raise BadRecord(record["key"], "cannot decode")
+        return {"key": record["key"], "image": record["image"], "offset": np.float32(rng.uniform()),
+                "label": record["label"], "caption": record["caption"]}
+
+    def finish_batch(self, batch):
+        finished = {field: value for field, value in batch.items() if field != "offset"}
+        finished["image"] = batch["image"].astype(np.float32) / 255 + batch["offset"][:, None, None, None]
+        return finished
 
 
 def take(pipeline, count):
@@ -217,3 +237,31 @@ def test_to_global_batch_shards_numeric_fields_over_the_mesh():
     by_data = to_global_batch(batch, mesh, jax.sharding.PartitionSpec("data", "fsdp"))
     assert by_data["image"].sharding.spec == jax.sharding.PartitionSpec("data", "fsdp")
     assert by_data["label"].sharding.spec == jax.sharding.PartitionSpec("data")
+
+
+@pytest.mark.parametrize("worker_count", [0, 1])
+def test_a_split_transform_gives_the_batches_of_the_whole_transform(worker_count):
+    source = ToySource(20)
+    options = dict(batch_size=6, seed=2, process_index=0, process_count=1, max_bad_fraction=0.5,
+                   min_records_before_check=1)
+    with make_pipeline(source, ToyTransform(broken={3, 8}), **options) as whole:
+        expected = take(whole, 5)  # batches cut across chunks with bad records, into the second epoch
+        expected_bad = whole.statistics()["bad_records"]
+    with make_pipeline(source, SplitToyTransform(broken={3, 8}), worker_count=worker_count, **options) as split:
+        batches = take(split, 5)
+        assert split.statistics()["bad_records"] == expected_bad >= 2
+    assert_batches_equal(batches, expected)
+    assert all("offset" not in batch and batch["image"].dtype == np.float32 for batch in batches)
+
+
+def test_image_transform_batches_equal_its_direct_calls():
+    source, transform = SyntheticShapes(6, image_size=20), ImageTransform(16, random_crop=True, flip=True)
+    with make_pipeline(source, transform, batch_size=3, seed=4, shuffle=False, num_epochs=1, process_index=0,
+                       process_count=1) as pipeline:
+        batches = list(pipeline)
+    direct = [transform(source[index], example_rng(4, 0, index)) for index in range(6)]
+    np.testing.assert_array_equal(np.concatenate([batch["image"] for batch in batches]),
+                                  np.stack([example["image"] for example in direct]))
+    assert batches[0]["image"].dtype == np.float32
+    np.testing.assert_array_equal(np.concatenate([batch["segmentation"] for batch in batches]),
+                                  np.stack([example["segmentation"] for example in direct]))

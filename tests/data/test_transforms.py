@@ -7,7 +7,7 @@ from PIL import Image
 
 from ldm_jax.data.records import BadRecord
 from ldm_jax.data.synthetic import PALETTE, SyntheticShapes
-from ldm_jax.data.transforms import ImageTransform, from_model_range, resized_shape, to_model_range
+from ldm_jax.data.transforms import ImageTransform, crop_origin, from_model_range, resized_shape, to_model_range
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -154,3 +154,84 @@ def test_invalid_options_fail_at_construction():
         ImageTransform(16, resample="cubic-ish")
     with pytest.raises(ValueError, match="size"):
         ImageTransform(0)
+
+
+def _photo_jpeg(width: int, height: int, orientation: int = 1, seed: int = 0) -> bytes:
+    """A photo-like JPEG (smooth colours, grain, a sharp red block off the centre) with an EXIF orientation."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    array = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), np.float32)
+    array[height // 5:height // 3, width // 7:width // 2] = (250, 20, 20)
+    array = np.clip(array + rng.normal(0.0, 4.0, array.shape), 0, 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two images in [-1, 1]."""
+    return float(10 * np.log10(4.0 / max(np.mean((a.astype(np.float64) - b) ** 2), 1e-20)))
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 7])
+@pytest.mark.parametrize("options", [{}, {"random_crop": True, "flip": True}])
+def test_fast_downscale_stays_close_to_the_exact_path(orientation, options):
+    # 203 x 131 to 32: decoded at 1/4 scale (51 x 33), a partial block rounded up at two edges.
+    record = {"key": "k", "image": _photo_jpeg(203, 131, orientation)}
+    for seed in range(3):
+        fast = ImageTransform(32, **options)(record, np.random.default_rng(seed))["image"]
+        exact = ImageTransform(32, fast_downscale=False, **options)(record, np.random.default_rng(seed))["image"]
+        assert fast.shape == exact.shape == (32, 32, 3)
+        assert _psnr(fast, exact) > 35.0
+
+
+def test_fast_downscale_of_a_large_png_stays_close_to_the_exact_path():
+    # PNGs decode at full size; a 10x downscale first shrinks by an integer factor (reducing_gap).
+    array = np.asarray(Image.open(io.BytesIO(_photo_jpeg(640, 480))))
+    record = {"key": "k", "image": _png(array)}
+    fast, exact = ImageTransform(48)(record), ImageTransform(48, fast_downscale=False)(record)
+    assert _psnr(fast["image"], exact["image"]) > 35.0
+
+
+def test_exact_path_equals_resize_then_crop_of_the_full_image():
+    data = _photo_jpeg(203, 131)
+    full = Image.open(io.BytesIO(data)).convert("RGB")
+    resized = np.asarray(full.resize((50, 32), Image.Resampling.BICUBIC))  # smaller side 131 -> 32
+    transform = ImageTransform(32, random_crop=True, fast_downscale=False)
+    lefts = set()
+    for seed in range(6):
+        top, left = crop_origin(32, 50, 32, np.random.default_rng(seed))  # the draw the transform makes
+        assert top == 0
+        lefts.add(left)
+        pixels = from_model_range(transform({"key": "k", "image": data}, np.random.default_rng(seed))["image"])
+        # Resampling only the cropped region: the same filter taps, up to fixed-point rounding.
+        assert np.abs(pixels.astype(int) - resized[:, left:left + 32]).max() <= 1
+    assert len(lefts) > 2
+
+
+def test_worker_example_and_finish_batch_give_the_call_bit_for_bit():
+    transform = ImageTransform(24, random_crop=True, flip=True)
+    records = [{"key": f"k{i}", "image": _photo_jpeg(90 + 7 * i, 60, i % 8 + 1, seed=i), "label": i} for i in range(4)]
+    compact = [transform.worker_example(record, np.random.default_rng(i)) for i, record in enumerate(records)]
+    assert all(example["image"].dtype == np.uint8 for example in compact)
+    finished = transform.finish_batch({"image": np.stack([example["image"] for example in compact])})
+    direct = np.stack([transform(record, np.random.default_rng(i))["image"] for i, record in enumerate(records)])
+    assert finished["image"].dtype == np.float32
+    np.testing.assert_array_equal(finished["image"], direct)
+
+
+def test_segmentation_stays_aligned_with_a_jpeg_decoded_at_a_reduced_scale():
+    # The image is a 160 x 120 JPEG (decoded at 1/4 scale for size 24), its labels a full-size PNG.
+    data = _photo_jpeg(160, 120)
+    labels = np.zeros((120, 160), np.uint8)
+    labels[120 // 5:120 // 3, 160 // 7:160 // 2] = 1  # where _photo_jpeg puts the red block
+    record = {"key": "k", "image": data, "segmentation": _png(labels)}
+    transform = ImageTransform(24, random_crop=True, flip=True)
+    for seed in range(4):
+        example = transform(record, np.random.default_rng(seed))
+        pixels, inside = from_model_range(example["image"]).astype(int), example["segmentation"] == 1
+        core = inside & np.roll(inside, 1, 0) & np.roll(inside, -1, 0) & np.roll(inside, 1, 1) & np.roll(inside, -1, 1)
+        assert core.any()
+        assert (pixels[core, 0] > 200).all() and (pixels[core, 1] < 70).all()
