@@ -9,6 +9,9 @@ $(VENV)/.installed: setup.cfg requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt -e '.[test]'
+	# The reference metric packages, for parity tests only; --no-deps: their torchvision requirement
+	# would replace the CPU torch (the tests load the modules that need no torchvision).
+	$(VENV)/bin/pip install --quiet --no-deps pytorch-fid==0.3.0 torch-fidelity==0.4.0
 	touch $@
 
 .PHONY: demo test
