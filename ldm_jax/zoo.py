@@ -12,6 +12,7 @@ First stages (CompVis/latent-diffusion `models/first_stage_models/*/config.yaml`
 Conditioners: clip_vit_l14 (SD v1), open_clip_vit_h14 (SD 2), bert_embedder (LDM text / layout),
 class_embedder (ImageNet), spatial_rescaler (semantic maps).
 UNets: unet(**params), with sd_v1_unet / sd_v2_unet for the Stable Diffusion ones.
+Training runs: `training(config, steps=..., batch_size=..., data=..., ...)` adds a run's sections.
 """
 from typing import Any, Mapping
 
@@ -273,3 +274,43 @@ def stable_diffusion(unet_component: Component, cond_stage: Component, release: 
                 "use_ema": False, **overrides}
     return latent_diffusion(kl_f8(resolution=first_stage_resolution, with_loss=False), unet_component, release,
                             cond_stage, **settings)
+
+
+def training(config: ml_collections.ConfigDict, *, steps: int, batch_size: int, data: Mapping,
+             base_learning_rate: float | None = None, learning_rate: float | None = None,
+             schedule: Mapping | None = None, accumulate: int = 1, cond_drop_prob: float = 0.0,
+             pretrained: Mapping | None = None, checkpoint_every: int = 5000, seed: int = 0,
+             train: Mapping | None = None) -> ml_collections.ConfigDict:
+    """`config` (a zoo config) plus the sections of a training run; the model sections stay as they are.
+
+    Exactly one learning rate: `base_learning_rate` is scaled by batch_size * accumulate (the reference
+    `main.py` with scale_lr, the default there); `learning_rate` is used as is (`--scale_lr False`).
+    `schedule` is an `optimizer.schedule` section, e.g. the reference LambdaLinearScheduler
+    `{"kind": "lambda_linear", "warm_up_steps": [10000], "f_start": [1e-6]}`. `cond_drop_prob` and
+    `pretrained` (first_stage / cond_stage / model checkpoints) are stage-2 fields; `train` adds
+    other `train.*` fields. Every other field keeps the default of `ldm_jax.training.experiment`; a
+    checkpoint every 5000 steps is ldm-jax's choice (the reference saves once per epoch).
+    """
+    if (base_learning_rate is None) == (learning_rate is None):
+        raise ValueError("give exactly one of base_learning_rate (scaled by batch size * accumulate) and "
+                         "learning_rate (used as is)")
+    is_ldm = "unet" in config.model
+    if not is_ldm and (cond_drop_prob or pretrained):
+        raise ValueError("cond_drop_prob and pretrained are latent diffusion (stage 2) settings; "
+                         "this config has no model.unet")
+    optimizer = {"accumulate_grad_batches": accumulate}
+    if learning_rate is not None:
+        optimizer.update(learning_rate=learning_rate, scale_lr=False)
+    else:
+        optimizer.update(base_learning_rate=base_learning_rate, scale_lr=True)
+    if schedule is not None:
+        optimizer["schedule"] = dict(schedule)
+    config.seed = seed
+    config.train = {"num_steps": steps, "global_batch_size": batch_size, **(train or {})}
+    if is_ldm:
+        config.train.cond_drop_prob = cond_drop_prob
+        config.pretrained = dict(pretrained or {})
+    config.optimizer = optimizer
+    config.checkpoint = {"every_steps": checkpoint_every}
+    config.data = dict(data)
+    return config

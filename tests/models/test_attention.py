@@ -59,3 +59,19 @@ def test_half_precision_keeps_its_dtype_and_a_float32_softmax():
     out = attention.attend(q, k, v)
     assert out.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(out, np.float32), _reference(q, k, v), atol=0.05)
+
+
+@pytest.mark.parametrize("block", [attention.CPU_SCORE_BLOCK, 96])
+def test_the_hand_written_gradient_equals_autodiff(monkeypatch, block):
+    monkeypatch.setattr(attention, "CPU_SCORE_BLOCK", block)
+    q, k, v = _qkv(kv_len=32)
+    cotangent = jnp.asarray(np.random.default_rng(3).standard_normal(q.shape[:3] + (v.shape[-1],)), jnp.float32)
+    everywhere = jnp.ones((1, 1, q.shape[1], k.shape[1]), bool)  # the masked path: plain autodiff
+
+    def loss(mask):
+        return lambda q, k, v: jnp.sum(attention.attend(q, k, v, mask=mask) * cotangent)
+
+    ours = jax.grad(loss(None), argnums=(0, 1, 2))(q, k, v)
+    autodiff = jax.grad(loss(everywhere), argnums=(0, 1, 2))(q, k, v)
+    for name, a, b in zip("qkv", ours, autodiff):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4, err_msg=f"d{name}")
