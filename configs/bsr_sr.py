@@ -45,10 +45,7 @@ def _tiny():
     model.unet.params.update(image_size=4, model_channels=32, attention_resolutions=[2], num_res_blocks=1,
                              channel_mult=[1, 2], num_head_channels=16)
     model.diffusion.image_size = 4
-    return zoo.training(config, steps=2, batch_size=8, learning_rate=2.0e-4, checkpoint_every=2,
-                        data={"name": "builtin", "num_records": 64, "image_size": 16, "task": "super_resolution",
-                              "sr_factor": 4, "degradation": "bsr_light"},
-                        train={"log_every_steps": 1, "image_every_steps": 0})
+    return zoo.tiny_training(config, task="super_resolution", sr_factor=4, degradation="bsr_light")
 
 
 def get_config(arg: str | None = None):

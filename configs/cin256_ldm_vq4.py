@@ -49,9 +49,7 @@ def _tiny():
     # The built-in dataset's classes plus, as the last label, the null class of guidance.
     model.cond_stage.params.update(embed_dim=32, n_classes=len(SyntheticShapes(1).classes) + 1)
     model.diffusion.image_size = 4
-    return zoo.training(config, steps=2, batch_size=8, learning_rate=2.0e-4, cond_drop_prob=0.1, checkpoint_every=2,
-                        data={"name": "builtin", "num_records": 64, "image_size": 16},
-                        train={"log_every_steps": 1, "image_every_steps": 0})
+    return zoo.tiny_training(config, cond_drop_prob=0.1)
 
 
 def get_config(arg: str | None = None):

@@ -32,9 +32,7 @@ def _tiny():
         "params": {"disc_start": 1, "kl_weight": 1.0e-6, "disc_weight": 0.5, "perceptual_weight": 0.0,
                    "disc_num_layers": 2}}
     config = zoo.autoencoder(component, zoo.released("", "", "tiny KL-f4 for tests", repo="ldm-jax"))
-    return zoo.training(config, steps=2, batch_size=8, learning_rate=4.0e-4, checkpoint_every=2,
-                        data={"name": "builtin", "num_records": 64, "image_size": 16},
-                        train={"log_every_steps": 1, "image_every_steps": 0})
+    return zoo.tiny_training(config, learning_rate=4.0e-4)
 
 
 def get_config(arg: str | None = None):

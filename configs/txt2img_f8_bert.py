@@ -49,10 +49,7 @@ def _tiny():
                              channel_mult=[1, 2], num_heads=2, context_dim=32)
     model.cond_stage.params.update(n_embed=32, n_layer=1, max_seq_len=16)
     model.diffusion.image_size = 4
-    return zoo.training(config, steps=2, batch_size=8, learning_rate=2.0e-4, cond_drop_prob=0.1, checkpoint_every=2,
-                        data={"name": "builtin", "num_records": 64, "image_size": 32, "task": "caption",
-                              "tokenizer_kind": "bert", "tokenizer": "", "max_length": 16},
-                        train={"log_every_steps": 1, "image_every_steps": 0})
+    return zoo.tiny_training(config, cond_drop_prob=0.1, image_size=32, task="caption", tokenizer_kind="bert", tokenizer="", max_length=16)
 
 
 def get_config(arg: str | None = None):

@@ -314,3 +314,12 @@ def training(config: ml_collections.ConfigDict, *, steps: int, batch_size: int, 
     config.checkpoint = {"every_steps": checkpoint_every}
     config.data = dict(data)
     return config
+
+
+def tiny_training(config: ml_collections.ConfigDict, *, learning_rate: float = 2.0e-4, cond_drop_prob: float = 0.0,
+                  image_size: int = 16, **data) -> ml_collections.ConfigDict:
+    """Two steps on 64 records of the built-in dataset: the CPU variants (`:tiny`) the tests train.
+    `data` adds `config.data` fields (a task and its options)."""
+    return training(config, steps=2, batch_size=8, learning_rate=learning_rate, cond_drop_prob=cond_drop_prob,
+                    checkpoint_every=2, data={"name": "builtin", "num_records": 64, "image_size": image_size, **data},
+                    train={"log_every_steps": 1, "image_every_steps": 0})
