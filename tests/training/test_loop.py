@@ -48,12 +48,6 @@ def test_preemption_saves_and_stops(tmp_path, monkeypatch):
     assert (tmp_path / "checkpoints" / "1").is_dir()
 
 
-@pytest.mark.slow
-def test_one_autoencoder_step(tmp_path):
-    summary = loop.train_and_evaluate(_config("autoencoder_tiny", num_steps=1), tmp_path, progress=False)
-    assert summary["step"] == 1 and np.isfinite(summary["loss"])
-
-
 def test_non_finite_steps_keep_the_state_and_are_counted():
     def train_step(state, batch, rng):
         bad = batch["x"].sum() > 0
