@@ -176,8 +176,7 @@ class AutoencoderStage:
         defaults = default_autoencoder_train_config()
         section = lambda name: config[name] if name in config else defaults[name]  # noqa: E731
         optimizer = section("optimizer")
-        lr_given = optimizer.get("learning_rate") is not None
-        learning_rate = optimizers.resolved_learning_rate(optimizer, 0 if lr_given else _batch_size(config))
+        learning_rate = optimizers.experiment_learning_rate(config, optimizer)
         train = AutoencoderTrainSettings.from_config(section("train"))
         return cls(config.model.first_stage.to_dict(), learning_rate=learning_rate, optimizer=optimizer,
                    precision=optimizers.Precision.from_config(section("precision")), train=train,
@@ -397,11 +396,3 @@ def _check_lpips_params(module: LPIPS, params: Mapping) -> None:
                             for title, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
     if problems:
         raise ValueError(f"lpips_params do not fit the LPIPS network: {'; '.join(problems)}")
-
-
-def _batch_size(config) -> int:
-    for section, field in (("data", "batch_size"), ("train", "global_batch_size"), ("train", "batch_size")):
-        if section in config and config[section].get(field) is not None:
-            return int(config[section][field])
-    raise ValueError("optimizer.scale_lr needs the global batch size: set train.global_batch_size (or "
-                     "data.batch_size), or give optimizer.learning_rate directly")

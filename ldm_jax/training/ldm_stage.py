@@ -110,15 +110,6 @@ class LdmTrainSettings:
         return cls(**values)
 
 
-def _batch_size(config) -> int:
-    """The global batch size: train.global_batch_size, else data.batch_size."""
-    for section, name in (("train", "global_batch_size"), ("data", "batch_size")):
-        if section in config and config[section].get(name) is not None:
-            return int(config[section][name])
-    raise ValueError("optimizer.scale_lr needs the global batch size: set train.global_batch_size (or "
-                     "data.batch_size), or give optimizer.learning_rate directly")
-
-
 class LatentDiffusionStage:
     """`TrainStage` for any LDM config (see the module docstring). Pure methods; jit them."""
 
@@ -162,8 +153,7 @@ class LatentDiffusionStage:
         defaults = default_ldm_train_config()
         section = lambda name: config[name] if name in config else defaults[name]  # noqa: E731
         optimizer = section("optimizer")
-        lr_given = optimizer.get("learning_rate") is not None
-        learning_rate = optimizers.resolved_learning_rate(optimizer, 0 if lr_given else _batch_size(config))
+        learning_rate = optimizers.experiment_learning_rate(config, optimizer)
         ema = EmaSettings.from_config(section("ema"), use_ema_default=bool(config.model.diffusion.use_ema))
         return cls(config, learning_rate=learning_rate, optimizer=optimizer, ema=ema,
                    precision=optimizers.Precision.from_config(section("precision")),

@@ -98,6 +98,18 @@ def resolved_learning_rate(section, global_batch_size: int) -> float:
     return lr
 
 
+def experiment_learning_rate(config, optimizer_section) -> float:
+    """`resolved_learning_rate` for an experiment config; its global batch size is
+    train.global_batch_size (else data.batch_size), needed only when the rate is scaled."""
+    if optimizer_section.get("learning_rate") is not None:
+        return resolved_learning_rate(optimizer_section, 0)
+    for section, name in (("train", "global_batch_size"), ("data", "batch_size")):
+        if section in config and config[section].get(name) is not None:
+            return resolved_learning_rate(optimizer_section, int(config[section][name]))
+    raise ValueError("optimizer.scale_lr needs the global batch size: set train.global_batch_size (or "
+                     "data.batch_size), or give optimizer.learning_rate directly")
+
+
 # -- schedules ----------------------------------------------------------------------------------------
 
 def lambda_multiplier(kind: str, warm_up_steps, f_start, f_max, f_min, cycle_lengths):
