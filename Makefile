@@ -1,13 +1,19 @@
 # Two entry points on a fresh machine: `make demo` (the main job) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
-CHECKPOINT ?= ../shared/fixtures/compvis/full_ckpt.ckpt
-CHECKPOINT_CONFIG ?= $(basename $(CHECKPOINT)).yaml
 OUT ?= out
+# `make demo CONFIG=configs/demo.py:large` (a larger demo), `make demo DATA=/data/images` (your images).
+DEMO_ARGS = $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA),--data-dir $(DATA))
 
-$(VENV)/.installed: setup.cfg requirements.txt pyproject.toml
+# The base install: what the library and the demo need (no TensorFlow, no PyTorch).
+$(VENV)/.base: setup.cfg requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt -e .
+	touch $@
+
+# The test extra on top: CPU torch and the reference packages the parity tests compare with.
+$(VENV)/.installed: $(VENV)/.base
 	$(VENV)/bin/pip install --quiet -r requirements.txt -e '.[test]'
 	# The reference metric packages, for parity tests only; --no-deps: their torchvision requirement
 	# would replace the CPU torch (the tests load the modules that need no torchvision).
@@ -15,9 +21,8 @@ $(VENV)/.installed: setup.cfg requirements.txt pyproject.toml
 	touch $@
 
 .PHONY: demo test
-demo: $(VENV)/.installed
-	$(VENV)/bin/ldm-jax convert $(CHECKPOINT) --config $(CHECKPOINT_CONFIG) --out $(OUT)/checkpoint.safetensors
-	$(VENV)/bin/ldm-jax check $(OUT)/checkpoint.safetensors
+demo: $(VENV)/.base
+	$(VENV)/bin/ldm-jax demo --out $(OUT) $(DEMO_ARGS)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q

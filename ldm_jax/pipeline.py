@@ -25,6 +25,7 @@ from ldm_jax.convert import compvis
 from ldm_jax.diffusion.sampling import LatentSampler
 from ldm_jax.diffusion.schedule import DiffusionSchedule
 from ldm_jax.models import components, conditioners
+from ldm_jax.models.distributions import DiagonalGaussian
 
 _DATA = "data"
 
@@ -187,14 +188,14 @@ class LatentDiffusionPipeline:
         return self.first_stage.apply(variables, z, method="decode")  # VQ decode quantises first
 
     def _encode_impl(self, variables, images):
-        if self.first_stage_kind == "vq":
-            h = self.first_stage.apply(variables, images, method="encode")
-        else:
-            h = self.first_stage.apply(variables, images, method="encode").mode()
+        h = self.first_stage.apply(variables, images, method="encode")
+        if isinstance(h, DiagonalGaussian):  # KL; VQ gives its pre-quantisation h, the identity the images
+            h = h.mode()
         return self.scale_factor * h
 
     def decode(self, latents) -> jax.Array:
-        """Latents (N, h, w, C) -> raw decoder output (N, H, W, 3): decode(latents / scale_factor)."""
+        """Latents (N, h, w, C) -> raw decoder output (N, H, W, 3): decode(latents / scale_factor)
+        (for an identity first stage, the latents are the pixels)."""
         latents = jnp.asarray(latents, jnp.float32)
         size = self._mesh_size(latents.shape[0])
         return self._decode(self._variables_on(size)["first_stage"], self._shard(latents, size))

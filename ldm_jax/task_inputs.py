@@ -48,14 +48,13 @@ class ModelTraits:
         model = pipe.config.model
         diffusion = model.diffusion
         unet = model.unet.params
-        ddconfig = model.first_stage.params.ddconfig
         cond = model.get("cond_stage")
         return cls(conditioning_key=diffusion.conditioning_key, cond_stage_source=diffusion.cond_stage_source,
                    cond_kind=None if cond is None else cond.kind,
                    cond_params={} if cond is None else _plain(cond.params),
                    latent_channels=int(unet.out_channels), unet_in_channels=int(unet.in_channels),
                    unet_levels=len(unet.channel_mult), num_classes=unet.get("num_classes"),
-                   factor=2 ** (len(ddconfig.ch_mult) - 1), latent_size=int(diffusion.image_size),
+                   factor=_downsampling_factor(model.first_stage), latent_size=int(diffusion.image_size),
                    scale_factor=float(diffusion.scale_factor))
 
     @property
@@ -98,6 +97,13 @@ class ModelTraits:
     @property
     def is_sd_inpainting(self) -> bool:
         return self.conditioning_key == "hybrid" and self.unet_in_channels == 2 * self.latent_channels + 1
+
+
+def _downsampling_factor(first_stage) -> int:
+    """f of the first stage: 2 ** (levels - 1) of its ddconfig; 1 for the identity (pixel space)."""
+    if first_stage.kind == "identity":
+        return 1
+    return 2 ** (len(first_stage.params.ddconfig.ch_mult) - 1)
 
 
 def _plain(value):

@@ -9,6 +9,7 @@ the released weights come from.
 First stages (CompVis/latent-diffusion `models/first_stage_models/*/config.yaml`):
   kl_f4 / kl_f8 / kl_f16 / kl_f32   KL-regularised, z = 3 / 4 / 16 / 64 channels
   vq_f4 / vq_f4_noattn / vq_f8 / vq_f8_n256 / vq_f16   VQ-regularised (codebook n_embed x embed_dim)
+  identity_first_stage   no autoencoder (IdentityFirstStage): pixel-space diffusion, the paper's baseline
 Conditioners: clip_vit_l14 (SD v1), open_clip_vit_h14 (SD 2), bert_embedder (LDM text / layout),
 class_embedder (ImageNet), spatial_rescaler (semantic maps).
 UNets: unet(**params), with sd_v1_unet / sd_v2_unet for the Stable Diffusion ones.
@@ -129,6 +130,12 @@ def vq_f16(with_loss: bool = True) -> Component:
     """VQ-f16, Z=16384, d=8, attention at 16^2."""
     loss = {"disc_start": 250001, "disc_weight": 0.75, "disc_num_layers": 2} if with_loss else None
     return _vq(8, 16384, (1, 1, 2, 2, 4), attn_resolutions=(16,), loss=loss)
+
+
+def identity_first_stage() -> Component:
+    """IdentityFirstStage: encode / decode are the identity, so the UNet diffuses pixels (f = 1). The
+    UNet's in / out channels and `diffusion.image_size` are then the image's."""
+    return {"kind": "identity", "params": {}}
 
 
 def clip_vit_l14() -> Component:

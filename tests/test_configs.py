@@ -13,8 +13,9 @@ from ldm_jax import config_files, zoo
 from ldm_jax.models import components
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
-# The released models (builtin_shapes trains our own toy models; tests/training runs it).
-CONFIG_NAMES = sorted(path.stem for path in CONFIG_DIR.glob("*.py") if path.stem != "builtin_shapes")
+# The released models (builtin_shapes and demo train our own toy models; tests/training and
+# tests/test_demo.py run them).
+CONFIG_NAMES = sorted(path.stem for path in CONFIG_DIR.glob("*.py") if path.stem not in ("builtin_shapes", "demo"))
 # Named variants, `get_config(arg)` (launched as configs/<name>.py:<arg>).
 VARIANTS = [("vq_f4", "noattn"), ("vq_f8", "n256"), ("semantic_synthesis_landscapes", "512"),
             ("sd_v1", "v1-5"), ("sd_v2", "2.1"), ("sd_v2_v", "2.1")]

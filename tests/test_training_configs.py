@@ -16,7 +16,8 @@ from ldm_jax.training.experiment import (ExperimentConfigError, stage_from_confi
                                          with_training_defaults)
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
-CONFIG_NAMES = sorted(path.stem for path in CONFIG_DIR.glob("*.py"))
+# Experiment configs (demo.py is the demo's: three runs in one, tested by tests/test_demo.py).
+CONFIG_NAMES = sorted(path.stem for path in CONFIG_DIR.glob("*.py") if path.stem != "demo")
 VARIANTS = [("vq_f4", "noattn"), ("vq_f8", "n256"), ("semantic_synthesis_landscapes", "512"),
             ("sd_v1", "v1-5"), ("sd_v2", "2.1"), ("sd_v2_v", "2.1")]
 # One autoencoder and one LDM of each conditioning family.

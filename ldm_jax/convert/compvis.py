@@ -20,8 +20,7 @@ import yaml
 
 from ldm_jax import config_files
 from ldm_jax.convert import checkpoint_files, reference_config
-from ldm_jax.convert.state_dict import (CheckpointMismatchError, abstract_params, load_params,
-                                        to_state_dict)
+from ldm_jax.convert.state_dict import CheckpointMismatchError, load_params, to_state_dict
 from ldm_jax.diffusion.schedule import CHECKPOINT_BUFFERS, DiffusionSchedule
 from ldm_jax.models import components
 
@@ -32,6 +31,8 @@ class KeyLayout:
 
     prefixes: tuple[str, ...]          # tried in order; the first present is stripped
     ignored: tuple[str, ...] = ()      # regular expressions of buffers / unused heads
+    # False for a kind no checkpoint holds alone (it has no tensors): only prefixed keys are its own.
+    standalone: bool = True
 
 
 KEY_LAYOUTS = {
@@ -39,6 +40,8 @@ KEY_LAYOUTS = {
     "autoencoder_kl": KeyLayout(("first_stage_model.",), ignored=(r"loss\..*", r"model_ema\..*")),
     "vq": KeyLayout(("first_stage_model.",),
                     ignored=(r"loss\..*", r"model_ema\..*", r"quantize\.used", r"colorize")),
+    # The pixel-space "first stage" has no tensors; a LatentDiffusion checkpoint holds none under its prefix.
+    "identity": KeyLayout(("first_stage_model.",), standalone=False),
     "unet": KeyLayout(("model.diffusion_model.",)),
     "bert_embedder": KeyLayout(("cond_stage_model.",), ignored=(r"transformer\.to_logits\..*",)),
     # transformers 4 stores CLIP under `text_model.`, transformers 5 without it.
@@ -59,10 +62,11 @@ _EMA_BOOKKEEPING = ("model_ema.decay", "model_ema.num_updates")
 def component_state_dict(kind: str, state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The tensors of one component, under the module's own key names, minus ignored buffers."""
     layout = _layout(kind)
-    for prefix in layout.prefixes:
-        if any(key.startswith(prefix) for key in state_dict):
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-            break
+    prefix = next((p for p in layout.prefixes if any(key.startswith(p) for key in state_dict)), None)
+    if prefix is not None:
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    elif not layout.standalone:
+        state_dict = {}
     ignored = re.compile("|".join(layout.ignored)) if layout.ignored else None
     return {k: v for k, v in state_dict.items() if not (ignored and ignored.fullmatch(k))}
 
@@ -71,7 +75,7 @@ def convert_module(kind: str, state_dict: Mapping[str, np.ndarray], params: Mapp
                    dtype=jnp.float32, param_dtype=jnp.float32) -> tuple[nn.Module, dict]:
     """The Flax module of `kind` built from the reference `params`, and its variables from `state_dict`.
 
-    `kind` is "autoencoder_kl", "vq", "unet", "bert_embedder", "clip_text", "open_clip_text",
+    `kind` is "autoencoder_kl", "vq", "identity", "unet", "bert_embedder", "clip_text", "open_clip_text",
     "class_embedder" or "spatial_rescaler"; keys may carry their checkpoint prefix or not.
     """
     tensors = component_state_dict(kind, state_dict)
@@ -142,7 +146,7 @@ def _write_atomically(path: pathlib.Path, text: str) -> None:
 
 
 def _abstract(kind: str, module: nn.Module) -> dict:
-    return abstract_params(module, *components.example_inputs(kind, module))
+    return components.module_abstract_params(kind, module)
 
 
 def _ema_params(abstract, state_dict, source):

@@ -20,6 +20,7 @@ KIND_OF_CLASS = {
     "AutoencoderKL": "autoencoder_kl",
     "VQModel": "vq",
     "VQModelInterface": "vq",
+    "IdentityFirstStage": "identity",
     "UNetModel": "unet",
     "BERTEmbedder": "bert_embedder",
     "TransformerEmbedder": "bert_embedder",
@@ -72,8 +73,8 @@ def config_from_reference(document: Mapping, *, base_dir: pathlib.Path | None = 
     class_name = target.rsplit(".", 1)[-1]
     if class_name not in _LATENT_DIFFUSION_CLASSES:
         component = _component(model, f"{source}: model", base_dir)
-        name = {"unet": "unet", "autoencoder_kl": "first_stage", "vq": "first_stage"}.get(component.kind,
-                                                                                          "cond_stage")
+        name = {"unet": "unet", "autoencoder_kl": "first_stage", "vq": "first_stage",
+                "identity": "first_stage"}.get(component.kind, "cond_stage")
         config.model[name] = component
         return config
     missing = [key for key in _COMPONENT_CONFIGS if key not in params]
@@ -166,6 +167,7 @@ def to_reference_document(config: ml_collections.ConfigDict) -> dict:
 _TARGET_OF_KIND = {
     "autoencoder_kl": "ldm.models.autoencoder.AutoencoderKL",
     "vq": "ldm.models.autoencoder.VQModelInterface",
+    "identity": "ldm.models.autoencoder.IdentityFirstStage",
     "unet": "ldm.modules.diffusionmodules.openaimodel.UNetModel",
     "bert_embedder": "ldm.modules.encoders.modules.BERTEmbedder",
     "clip_text": "ldm.modules.encoders.modules.FrozenCLIPEmbedder",

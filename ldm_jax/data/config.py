@@ -59,7 +59,7 @@ def default_data_config() -> ml_collections.ConfigDict:
         "mask_coverage_max": 0.5,
         "mask_fill": 0.0,               # inpainting: masked pixels become 0 (grey, SD) or -1 (black, LDM)
         "num_classes": 0,               # semantic: classes of the segmentation maps (one-hot channels)
-        "tokenizer": "",                # caption: the folder of the tokenizer's vocabulary files
+        "tokenizer": "",                # caption: the folder of the tokenizer's vocabulary files (or BERT's vocab.txt)
         "tokenizer_kind": "clip",       # caption: clip | open_clip | bert
         "max_length": 77,               # caption: tokens per caption (special tokens and padding included)
         # -- how examples are batched ----------------------------------------------------------------
@@ -250,8 +250,9 @@ def _task_errors(data: Mapping, prefix: str, bad) -> list[str]:
             errors.append(f"{prefix}.tokenizer: the caption task needs the folder of the tokenizer's vocabulary "
                           "files (vocab.json + merges.txt or bpe_simple_vocab_16e6.txt.gz for CLIP, vocab.txt "
                           "for BERT)")
-        elif not os.path.isdir(os.path.expanduser(data["tokenizer"])):
-            errors.append(f"{prefix}.tokenizer: the tokenizer folder {data['tokenizer']!r} does not exist")
+        elif not os.path.exists(os.path.expanduser(data["tokenizer"])):
+            errors.append(f"{prefix}.tokenizer: the tokenizer folder (or vocabulary file) {data['tokenizer']!r} "
+                          "does not exist")
         return errors
     return []
 

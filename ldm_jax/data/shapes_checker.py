@@ -138,6 +138,38 @@ def _shape_region(pixels: np.ndarray, background: np.ndarray, colour: np.ndarray
     return ndimage.binary_fill_holes(labels == main + 1)
 
 
+def background_colour(image) -> str:
+    """The palette colour nearest to the median of the image's border ring."""
+    background = np.median(_border_ring(to_rgb255(image)), axis=0)
+    names = list(synthetic.PALETTE)
+    distances = [np.linalg.norm(background - np.asarray(synthetic.PALETTE[n], np.float32)) for n in names]
+    return names[int(np.argmin(distances))]
+
+
+def caption_parts(caption: str) -> tuple[str, str, str | None]:
+    """(shape, colour, background or None) a caption of the built-in dataset asks for.
+
+    The first palette word is the shape's colour, a later one the background's; "a red circle on a
+    blue background", "a circle in red on blue" and "a red circle" all parse.
+    """
+    words = caption.lower().replace(",", " ").split()
+    shapes = [w for w in words if w in synthetic.SHAPES]
+    colours = [w for w in words if w in synthetic.PALETTE]
+    if len(shapes) != 1 or not 1 <= len(colours) <= 2:
+        raise ValueError(f"cannot read a shape and a colour from the caption {caption!r}: expected one of "
+                         f"{synthetic.SHAPES} and one or two of {tuple(synthetic.PALETTE)}")
+    return shapes[0], colours[0], colours[1] if len(colours) == 2 else None
+
+
+def matches_caption(image, caption: str, *, shapes: Sequence[str] = synthetic.SHAPES,
+                    colours: Sequence[str] = synthetic.DEFAULT_COLOURS) -> bool:
+    """Whether `image` shows what `caption` asks for: the shape in its colour and, if named, the background."""
+    shape, colour, background = caption_parts(caption)
+    if classify(image, shapes=shapes, colours=colours) != (shape, colour):
+        return False
+    return background is None or background_colour(image) == background
+
+
 def classify(image, *, shapes: Sequence[str] = synthetic.SHAPES,
              colours: Sequence[str] = synthetic.DEFAULT_COLOURS) -> tuple[str, str] | None:
     """(shape, colour) shown in `image` (uint8, or float in [-1, 1]; any size), or None if unclear."""

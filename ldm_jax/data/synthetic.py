@@ -51,6 +51,15 @@ def class_names(shapes: Sequence[str] = SHAPES, colours: Sequence[str] = DEFAULT
     return tuple(f"{colour} {shape}" for shape in shapes for colour in colours)
 
 
+def caption_words(shapes: Sequence[str] = SHAPES, colours: Sequence[str] = PALETTE,
+                  templates: Sequence[str] = CAPTION_TEMPLATES) -> tuple[str, ...]:
+    """Every word a caption of the dataset can hold, sorted: the vocabulary of a word-level tokenizer."""
+    words = set(shapes) | set(colours)
+    for template in templates:
+        words |= {w for w in template.format(colour="", shape="", background="").split()}
+    return tuple(sorted(words))
+
+
 def class_parts(label: int, shapes: Sequence[str] = SHAPES,
                 colours: Sequence[str] = DEFAULT_COLOURS) -> tuple[str, str]:
     """(shape, colour) of a class label."""

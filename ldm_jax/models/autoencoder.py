@@ -1,8 +1,9 @@
-"""The first-stage autoencoders of LDM: `AutoencoderKL` and `VQModel` (CompVis latent-diffusion).
+"""The first stages of LDM: `AutoencoderKL`, `VQModel` and `IdentityFirstStage` (CompVis latent-diffusion).
 
 Images and latents are NHWC. `VQModel` follows the reference `VQModelInterface`, the variant
 LDMs use: `encode` stops before the codebook and `decode` quantises first, so the diffusion
-model works on the continuous pre-quantisation latent.
+model works on the continuous pre-quantisation latent. `IdentityFirstStage` has no parameters:
+the "latent" is the image, which makes an LDM config a pixel-space diffusion model.
 """
 from typing import Any, Mapping
 
@@ -23,6 +24,9 @@ _TRAINING_ONLY = frozenset({"lossconfig", "ckpt_path", "ignore_keys", "image_key
 _KL_PARAMS = frozenset({"ddconfig", "embed_dim", "ema_decay", "learn_logvar"}) | _TRAINING_ONLY
 _VQ_PARAMS = frozenset({"ddconfig", "n_embed", "embed_dim", "remap", "sane_index_shape", "use_ema",
                         "batch_resize_range", "scheduler_config", "lr_g_factor"}) | _TRAINING_ONLY
+# `vq_interface` only changes the return of the reference's `quantize`, which no LDM calls on it.
+_IDENTITY_PARAMS = frozenset({"vq_interface"})
+_MODULE_OPTIONS = frozenset({"remat", "dtype", "param_dtype"})
 
 
 class AutoencoderKL(nn.Module):
@@ -122,6 +126,21 @@ class VQModel(nn.Module):
         return self.decoder(self.post_quant_conv(z_q), deterministic), emb_loss, info
 
 
+class IdentityFirstStage(nn.Module):
+    """The reference `IdentityFirstStage`: encode(x) = x, decode(z) = z, no parameters (pixel-space diffusion)."""
+
+    def encode(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        """The image itself is the latent (the factor f is 1)."""
+        return x
+
+    def decode(self, z: jax.Array, deterministic: bool = True) -> jax.Array:
+        """The latent itself is the image."""
+        return z
+
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        return x
+
+
 def _pointwise(features: int, parent: nn.Module) -> nn.Conv:
     return layers.conv(features, 1, padding=0, dtype=parent.dtype, param_dtype=parent.param_dtype)
 
@@ -154,6 +173,23 @@ def vq_from_reference(params: Mapping, **kwargs) -> VQModel:
                    sane_index_shape=bool(params.get("sane_index_shape", False)), **kwargs)
 
 
+def identity_first_stage_from_reference(params: Mapping, **kwargs) -> IdentityFirstStage:
+    """IdentityFirstStage from the reference params (none, or `vq_interface`, which changes nothing here).
+
+    `kwargs` may hold the options every builder takes (remat / dtype / param_dtype): with nothing to
+    compute they change nothing.
+    """
+    unknown = sorted(set(params) - _IDENTITY_PARAMS)
+    if unknown:
+        raise ValueError(f"unknown IdentityFirstStage param(s) {unknown}; expected a subset of "
+                         f"{sorted(_IDENTITY_PARAMS)}")
+    unknown = sorted(set(kwargs) - _MODULE_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown IdentityFirstStage option(s) {unknown}; expected a subset of "
+                        f"{sorted(_MODULE_OPTIONS)}")
+    return IdentityFirstStage()
+
+
 def example_inputs(module: nn.Module) -> tuple:
     """Small inputs (batch 1, latent 2x2) whose `module.init` creates every parameter."""
     if isinstance(module, (AutoencoderKL, VQModel)):
@@ -163,6 +199,8 @@ def example_inputs(module: nn.Module) -> tuple:
         if isinstance(module, VQModel) and module.remap is not None and module.unknown_index == "random":
             return x, jax.random.key(0)
         return (x,)
+    if isinstance(module, IdentityFirstStage):
+        return (jnp.zeros((1, 2, 2, 3), jnp.float32),)  # any shape: there is nothing to create
     if isinstance(module, Encoder):
         size = 2 ** len(module.ch_mult)
         return (jnp.zeros((1, size, size, module.in_channels), jnp.float32),)

@@ -10,7 +10,6 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from ldm_jax.convert import state_dict
 from ldm_jax.models import autoencoder, bert_embedder, clip_text, conditioners, open_clip_text, unet
 
 Builder = Callable[..., nn.Module]
@@ -20,6 +19,7 @@ ExampleInputs = Callable[[nn.Module], tuple]
 KINDS: dict[str, tuple[Builder, ExampleInputs]] = {
     "autoencoder_kl": (autoencoder.autoencoder_kl_from_reference, autoencoder.example_inputs),
     "vq": (autoencoder.vq_from_reference, autoencoder.example_inputs),
+    "identity": (autoencoder.identity_first_stage_from_reference, autoencoder.example_inputs),
     "unet": (unet.unet_from_reference, unet.example_inputs),
     "clip_text": (clip_text.clip_text_from_reference, clip_text.example_inputs),
     "open_clip_text": (open_clip_text.open_clip_text_from_reference, open_clip_text.example_inputs),
@@ -72,11 +72,18 @@ def example_inputs(kind: str, module: nn.Module) -> tuple:
     return _entry(kind)[1](module)
 
 
+def module_abstract_params(kind: str, module: nn.Module) -> dict:
+    """The parameter tree of a built `kind` module as ShapeDtypeStructs; {} for one without parameters."""
+    inputs = example_inputs(kind, module)
+    variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs))
+    # A module without parameters (the identity first stage) inits to {}: no "params" collection.
+    return nn.unbox(variables).get("params", {})
+
+
 def abstract_params(component: Mapping, **module_kwargs) -> dict:
     """The parameter tree of `component` as ShapeDtypeStructs (nothing allocated)."""
     kind, _ = _unpack(component)
-    module = build(component, **module_kwargs)
-    return state_dict.abstract_params(module, *example_inputs(kind, module))
+    return module_abstract_params(kind, build(component, **module_kwargs))
 
 
 def count_params(component: Mapping) -> int:

@@ -21,6 +21,7 @@ import tokenizers
 from tokenizers import Regex, decoders, normalizers, pre_tokenizers, processors
 
 BERT_VOCAB = "vocab.txt"
+BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 CLIP_VOCAB, CLIP_MERGES = "vocab.json", "merges.txt"
 OPENAI_BPE = "bpe_simple_vocab_16e6.txt.gz"
 
@@ -96,7 +97,7 @@ def bert_tokenizer(path: str | pathlib.Path, max_length: int = 77) -> TextTokeni
     vocab_file = _find(path, BERT_VOCAB, "a WordPiece vocab.txt with one token per line, as in bert-base-uncased")
     tokens = vocab_file.read_text(encoding="utf-8").splitlines()
     vocab = {token: i for i, token in enumerate(tokens)}
-    for special in ("[UNK]", "[CLS]", "[SEP]", "[PAD]"):
+    for special in BERT_SPECIAL_TOKENS:
         if special not in vocab:
             raise ValueError(f"{vocab_file} lacks the special token {special}")
     backend = tokenizers.Tokenizer(tokenizers.models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
@@ -110,6 +111,18 @@ def bert_tokenizer(path: str | pathlib.Path, max_length: int = 77) -> TextTokeni
     backend.enable_truncation(max_length)
     backend.enable_padding(length=max_length, pad_id=vocab["[PAD]"], pad_token="[PAD]")
     return TextTokenizer(backend, max_length)
+
+
+def write_word_vocab(words: Sequence[str], path: str | pathlib.Path) -> pathlib.Path:
+    """A `vocab.txt` for `bert_tokenizer` holding whole words: a word-level tokenizer (unknown words
+    become [UNK]) for small datasets, e.g. the built-in shapes' captions. Specials come first."""
+    words = [w for w in words if w not in BERT_SPECIAL_TOKENS]
+    bad = [w for w in words if not w or w != w.lower() or any(c.isspace() for c in w)]
+    if bad or len(set(words)) != len(words):
+        raise ValueError(f"vocabulary words must be unique, lowercase and without spaces, got {bad or words}")
+    path = pathlib.Path(path)
+    path.write_text("\n".join([*BERT_SPECIAL_TOKENS, *words]) + "\n", encoding="utf-8")
+    return path
 
 
 def _byte_level_alphabet() -> list[str]:

@@ -5,14 +5,14 @@
     state = stage.with_variables(state, *stage.load_pretrained())  # the trained first stage (and more)
     state, metrics = stage.train_step(state, batch, rng)
 
-One step: z = scale_factor * E(x) from the frozen first stage (a KL posterior sample drawn with
-the step's rng, VQ's pre-quantisation latent) or from a latent cache (batch "mean" / "std" for
-KL, "latent" for VQ, as `ldm_jax.data.latent_cache` writes them); t ~ U{0..T-1}; x_t =
-q_sample(z, t, noise); the UNet, conditioned as `ldm_conditioning.ConditioningPlan` says (each
-sample's conditioning replaced by the unconditional input with probability `cond_drop_prob`),
-regresses eps / x0 / v; the loss is the reference `p_losses` (`objectives.p_losses`). AdamW
-updates the UNet (and the cond stage when `cond_stage_trainable`, and the per-timestep logvar with
-`learn_logvar`); the EMA follows every step.
+One step: z = scale_factor * E(x) from the frozen first stage (a KL posterior sample drawn with the
+step's rng, VQ's pre-quantisation latent, the image itself for the identity) or from a latent cache
+(batch "mean" / "std" for KL, "latent" for VQ, as `ldm_jax.data.latent_cache` writes them); t ~
+U{0..T-1}; x_t = q_sample(z, t, noise); the UNet, conditioned as `ldm_conditioning.ConditioningPlan`
+says (each sample's conditioning replaced by the unconditional input with probability
+`cond_drop_prob`), regresses eps / x0 / v; the loss is the reference `p_losses`
+(`objectives.p_losses`). AdamW updates the UNet (and the cond stage when `cond_stage_trainable`, and
+the per-timestep logvar with `learn_logvar`); the EMA follows every step.
 
 State: params {"unet", "cond_stage"?, "logvar"?} (plain parameter trees); frozen {"first_stage",
 "cond_stage"?} (variable dicts {"params": ...}); extras {"scale_factor", "scale_pending",
@@ -47,6 +47,7 @@ from ldm_jax.diffusion import objectives
 from ldm_jax.diffusion.sampling import LatentSampler
 from ldm_jax.diffusion.schedule import DiffusionSchedule
 from ldm_jax.models import components
+from ldm_jax.models.distributions import DiagonalGaussian
 from ldm_jax.pipeline import unet_model_fn
 from ldm_jax.training import optimizers
 from ldm_jax.training.ema import EmaSettings, ema_init, ema_update
@@ -172,7 +173,9 @@ class LatentDiffusionStage:
                    "unet": ("unet", self.unet)}
         if self.cond_stage is not None:
             modules["cond_stage"] = (self.config.model.cond_stage.kind, self.cond_stage)
-        variables = {name: module.init(keys[name], *components.example_inputs(kind, module))
+        # A module without parameters (the identity first stage) inits to {}; give it the {"params": ...}
+        # form checkpoints load as, so loaded variables replace it like any other section's.
+        variables = {name: {"params": {}, **module.init(keys[name], *components.example_inputs(kind, module))}
                      for name, (kind, module) in modules.items()}
         return self.state_from_variables(variables)
 
@@ -265,10 +268,11 @@ class LatentDiffusionStage:
     # -- the step ---------------------------------------------------------------------------------------
 
     def _encode_first_stage(self, variables, images, rng, sample: bool) -> jax.Array:
-        """The unscaled latent of images: a KL posterior sample (or mode), VQ's pre-quantisation h."""
-        if self.first_stage_kind == "vq":
-            return self.first_stage.apply(variables, images, method="encode").astype(jnp.float32)
+        """The unscaled latent of images: a KL posterior sample (or mode), VQ's pre-quantisation h, or
+        the images themselves (identity)."""
         posterior = self.first_stage.apply(variables, images, method="encode")
+        if not isinstance(posterior, DiagonalGaussian):  # as the reference get_first_stage_encoding
+            return posterior.astype(jnp.float32)
         if not sample:
             return posterior.mode()
         return posterior.sample_from_noise(jax.random.normal(rng, posterior.mean.shape, jnp.float32))
