@@ -1,29 +1,34 @@
-"""The `ldm-jax` command line.
+"""The `ldm-jax` command line: demo, convert, check, sample, train, data.
 
+    ldm-jax demo --out out
     ldm-jax convert sd-v1-4.ckpt --config v1-inference.yaml --out sd-v1-4.safetensors
-    ldm-jax check sd-v1-4.safetensors
     ldm-jax sample --checkpoint sd-v1-4.ckpt --config v1-inference.yaml --prompt "a red house" --out grid.png
+    ldm-jax train --config configs/kl_f4.py --workdir /ckpt/kl_f4
 """
 import argparse
 import sys
 import time
 
 EXAMPLES = """examples:
+  ldm-jax demo --out out          # train both stages on built-in data, sample, report (CPU, ~25 min)
   ldm-jax convert sd-v1-4.ckpt --config v1-inference.yaml --out sd-v1-4.safetensors
   ldm-jax convert sd-v1-4.ckpt --config v1-inference.yaml --ema --out sd-v1-4-ema.safetensors
   ldm-jax check sd-v1-4.safetensors
-  ldm-jax sample --checkpoint sd-v1-4.ckpt --config v1-inference.yaml --tokenizer clip-vit-large-patch14/ \
+  ldm-jax sample --checkpoint sd-v1-4.ckpt --config v1-inference.yaml --tokenizer clip-vit-large-patch14/ \\
       --prompt "a photograph of an astronaut riding a horse" --steps 50 --out grid.png
+  ldm-jax train --config configs/builtin_shapes.py:autoencoder --workdir /tmp/shapes_ae
+  ldm-jax data build --from folder --out ~/tensorflow_datasets --name pets ~/photos/pets
+Each command's --help says more, with examples.
 """
 
 SAMPLE_EXAMPLES = """examples:
-  text-to-image:  ldm-jax sample --checkpoint sd-v1-4.ckpt --config v1-inference.yaml \
+  text-to-image:  ldm-jax sample --checkpoint sd-v1-4.ckpt --config v1-inference.yaml \\
                       --tokenizer clip-vit-large-patch14/ --prompt "a red house" --batch-size 4 --out grid.png
-  class label:    ldm-jax sample --checkpoint cin256-v2.ckpt --config configs/cin256_ldm_vq4.py \
+  class label:    ldm-jax sample --checkpoint cin256-v2.ckpt --config configs/cin256_ldm_vq4.py \\
                       --class-label 88 --guidance-scale 1.5 --steps 250 --out birds.png
-  inpainting:     ldm-jax sample --checkpoint last.ckpt --config configs/inpainting_big.py \
+  inpainting:     ldm-jax sample --checkpoint last.ckpt --config configs/inpainting_big.py \\
                       --image photo.png --mask photo_mask.png --out inpainted.png
-  image-to-image: ldm-jax sample --checkpoint sd-v1-4.ckpt --tokenizer clip/ --prompt "oil painting" \
+  image-to-image: ldm-jax sample --checkpoint sd-v1-4.ckpt --tokenizer clip/ --prompt "oil painting" \\
                       --image photo.png --strength 0.6 --out painted.png
   super-res:      ldm-jax sample --checkpoint model.ckpt --config configs/bsr_sr.py --low-res small.png --eta 1
   checkpoints on the Hugging Face Hub: --checkpoint hf://org/repo/file.ckpt
@@ -133,7 +138,11 @@ def _add_data(commands) -> None:
     data = commands.add_parser(
         "data", help="prepare datasets: convert to ArrayRecord, cache first-stage latents",
         description="Dataset tools. `build` converts an image folder or webdataset tar shards into a TFDS "
-                    "ArrayRecord dataset; `cache-latents` encodes a dataset once with a first-stage model.")
+                    "ArrayRecord dataset; `cache-latents` encodes a dataset once with a first-stage model.",
+        epilog="examples:\n  ldm-jax data build --from folder --out ~/tensorflow_datasets --name pets ~/photos/pets\n"
+               "  ldm-jax data cache-latents --checkpoint kl-f8.ckpt --config configs/kl_f8.py --dataset folder \\\n"
+               "      --data-dir /data/images --image-size 256 --out /data/latents",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     data_commands = data.add_subparsers(dest="data_command", required=True)
     for name, module, help_text in (
             ("build", build, "convert an image folder or tar shards into a TFDS ArrayRecord dataset"),
@@ -145,7 +154,7 @@ def _add_data(commands) -> None:
 
 TRAIN_EXAMPLES = """examples:
   ldm-jax train --config configs/kl_f4.py:tiny --workdir /tmp/ae --config.train.num_steps=200
-  ldm-jax train --config configs/cin256_ldm_vq4.py --workdir gs://bucket/cin256 \
+  ldm-jax train --config configs/cin256_ldm_vq4.py --workdir gs://bucket/cin256 \\
       --config.data.name=tfds --config.data.tfds_name=imagenet2012 --config.data.data_dir=gs://bucket/tfds
 A run restarted with the same --workdir resumes from its latest checkpoint; SIGTERM saves and exits.
 """

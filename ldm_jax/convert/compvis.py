@@ -20,7 +20,7 @@ import yaml
 
 from ldm_jax import config_files
 from ldm_jax.convert import checkpoint_files, reference_config
-from ldm_jax.convert.state_dict import CheckpointMismatchError, load_params, to_state_dict
+from ldm_jax.convert.state_dict import CheckpointMismatchError, abstract_params, load_params, to_state_dict
 from ldm_jax.diffusion.schedule import CHECKPOINT_BUFFERS, DiffusionSchedule
 from ldm_jax.models import components
 
@@ -146,7 +146,7 @@ def _write_atomically(path: pathlib.Path, text: str) -> None:
 
 
 def _abstract(kind: str, module: nn.Module) -> dict:
-    return components.module_abstract_params(kind, module)
+    return abstract_params(module, *components.example_inputs(kind, module))
 
 
 def _ema_params(abstract, state_dict, source):

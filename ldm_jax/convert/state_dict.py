@@ -48,9 +48,10 @@ def _reference_shape(path, shape) -> tuple[int, ...]:
 
 
 def abstract_params(module: nn.Module, *example_inputs, **init_kwargs) -> dict:
-    """Shapes and dtypes of `module`'s parameters, without allocating them."""
+    """Shapes and dtypes of `module`'s parameters, without allocating them ({} for a module without any,
+    such as the identity first stage)."""
     variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *example_inputs, **init_kwargs))
-    return nn.unbox(variables)["params"]
+    return nn.unbox(variables).get("params", {})
 
 
 def expected_keys(params_like: Mapping) -> list[str]:

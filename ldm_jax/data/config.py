@@ -43,6 +43,7 @@ def default_data_config() -> ml_collections.ConfigDict:
         "shards": "",                   # tar: paths, brace patterns "{00000..00099}.tar" ({a,b} for lists), globs
         "split": "train",               # tfds: the split; builtin: train | validation | test (disjoint sets)
         "num_records": 10_000,          # builtin: how many synthetic records
+        "backgrounds": "",              # builtin: comma-separated background colours ("": every one)
         "labels": "auto",               # folder: auto | folders | none (class sub-folders as labels)
         "min_size": 0,                  # drop images whose smaller side is below this (0: keep all)
         "max_aspect_ratio": 0.0,        # tar: drop images more elongated than this (0: keep all)
@@ -85,8 +86,10 @@ BUILTIN_SPLITS = {"train": 0, "validation": 1, "test": 2}
 
 
 def _builtin_source(data):
-    from ldm_jax.data.synthetic import SyntheticShapes
-    return SyntheticShapes(data.num_records, image_size=data.image_size, seed=BUILTIN_SPLITS[data.split])
+    from ldm_jax.data.synthetic import BACKGROUNDS, SyntheticShapes
+    backgrounds = [name.strip() for name in data.backgrounds.split(",")] if data.backgrounds else BACKGROUNDS
+    return SyntheticShapes(data.num_records, image_size=data.image_size, seed=BUILTIN_SPLITS[data.split],
+                           backgrounds=backgrounds)
 
 
 def _folder_source(data):
@@ -213,6 +216,9 @@ def _range_errors(data: Mapping, prefix: str) -> list[str]:
         errors.append(f"{prefix}.name: unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     elif name == "builtin":
         errors += bad("num_records", data["num_records"] >= 1, "must be >= 1")
+        from ldm_jax.data.synthetic import BACKGROUNDS
+        unknown = [b for b in data["backgrounds"].split(",") if b.strip() and b.strip() not in BACKGROUNDS]
+        errors += bad("backgrounds", not unknown, f"must name colours of {', '.join(BACKGROUNDS)}")
         errors += bad("split", data["split"] in BUILTIN_SPLITS,
                       f"the builtin dataset's splits are {', '.join(BUILTIN_SPLITS)}")
     elif name == "folder":

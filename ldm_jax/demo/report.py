@@ -59,7 +59,8 @@ def _markdown(report: dict) -> str:
     metrics, timing, settings = report["metrics"], report["timing"], report["settings"]
     sampling = settings["sampling"]
     lines = ["# ldm-jax demo report", "",
-             f"Data: {settings['data']['name']} at {settings['data']['image_size']}x{settings['data']['image_size']}; "
+             f"Data: {settings['data']['name']} at {settings['data']['image_size']}x{settings['data']['image_size']}"
+             f"{' on ' + settings['data']['backgrounds'] + ' backgrounds' if settings['data'].get('backgrounds') else ''}; "
              f"seed {settings['seed']}; sampler {sampling['sampler']}, {sampling['steps']} steps, eta {sampling['eta']}. "
              f"Total wall time {timing['total_s'] / 60:.1f} min.", "",
              "## Training", "", "| stage | parameters | steps | batch | final loss | wall time |", "|---|---|---|---|---|---|"]

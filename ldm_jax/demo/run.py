@@ -122,8 +122,9 @@ def _take(pipeline, count: int) -> dict[str, np.ndarray]:
 
 def _draw(pipe, prompts: list[str], tokenizer, sampling, *, guidance: float, seed: int, desc: str,
           progress: bool) -> np.ndarray:
-    """uint8 samples (N, H, W, 3), one per prompt, in fixed-size chunks (one compilation)."""
-    size = min(int(sampling.batch_size), len(prompts))
+    """uint8 samples (N, H, W, 3), one per prompt, in chunks of sampling.batch_size (the last one padded:
+    one compilation per model)."""
+    size = int(sampling.batch_size)
     chunks = [prompts[start:start + size] for start in range(0, len(prompts), size)]
     out = []
     for index, chunk in enumerate(tqdm(chunks, desc=desc, disable=not progress, leave=False)):

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from ldm_jax.convert import state_dict
 from ldm_jax.models import autoencoder, bert_embedder, clip_text, conditioners, open_clip_text, unet
 
 Builder = Callable[..., nn.Module]
@@ -72,18 +73,11 @@ def example_inputs(kind: str, module: nn.Module) -> tuple:
     return _entry(kind)[1](module)
 
 
-def module_abstract_params(kind: str, module: nn.Module) -> dict:
-    """The parameter tree of a built `kind` module as ShapeDtypeStructs; {} for one without parameters."""
-    inputs = example_inputs(kind, module)
-    variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs))
-    # A module without parameters (the identity first stage) inits to {}: no "params" collection.
-    return nn.unbox(variables).get("params", {})
-
-
 def abstract_params(component: Mapping, **module_kwargs) -> dict:
     """The parameter tree of `component` as ShapeDtypeStructs (nothing allocated)."""
     kind, _ = _unpack(component)
-    return module_abstract_params(kind, build(component, **module_kwargs))
+    module = build(component, **module_kwargs)
+    return state_dict.abstract_params(module, *example_inputs(kind, module))
 
 
 def count_params(component: Mapping) -> int:

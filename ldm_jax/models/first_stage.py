@@ -30,6 +30,7 @@ class ResnetBlock(nn.Module):
     out_channels: int | None = None
     conv_shortcut: bool = False
     dropout: float = 0.0
+    num_groups: int = 32
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -37,9 +38,9 @@ class ResnetBlock(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         out_channels = self.out_channels or x.shape[-1]
-        h = nn.swish(layers.group_norm(**kw, name="norm1")(x))
+        h = nn.swish(layers.group_norm(self.num_groups, **kw, name="norm1")(x))
         h = layers.conv(out_channels, 3, padding=1, **kw, name="conv1")(h)
-        h = nn.swish(layers.group_norm(**kw, name="norm2")(h))
+        h = nn.swish(layers.group_norm(self.num_groups, **kw, name="norm2")(h))
         h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
         h = layers.conv(out_channels, 3, padding=1, **kw, name="conv2")(h)
         if x.shape[-1] != out_channels:
@@ -52,6 +53,7 @@ class ResnetBlock(nn.Module):
 
 class AttnBlock(nn.Module):
     """Single-head self-attention over all pixels, q/k/v/proj_out as 1x1 convs, residual."""
+    num_groups: int = 32
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -59,7 +61,7 @@ class AttnBlock(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         batch, height, width, channels = x.shape
-        h = layers.group_norm(**kw, name="norm")(x)
+        h = layers.group_norm(self.num_groups, **kw, name="norm")(x)
         # (N, H, W, C) -> (N, H*W, heads=1, C)
         q, k, v = (layers.conv(channels, 1, padding=0, **kw, name=name)(h).reshape(batch, -1, 1, channels)
                    for name in ("q", "k", "v"))
@@ -120,6 +122,7 @@ class Encoder(nn.Module):
     resamp_with_conv: bool = True
     double_z: bool = True
     attn_type: str = "vanilla"
+    num_groups: int = 32
     remat: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -133,16 +136,17 @@ class Encoder(nn.Module):
         curr_res = self.resolution
         for i_level, mult in enumerate(self.ch_mult):
             for i_block in range(self.num_res_blocks):
-                h = block(self.ch * mult, dropout=self.dropout, **kw,
+                h = block(self.ch * mult, dropout=self.dropout, num_groups=self.num_groups, **kw,
                           name=f"down:{i_level}:block:{i_block}")(h, deterministic)
                 if curr_res in self.attn_resolutions:
-                    attn = _attn_block(self.attn_type, kw, f"down:{i_level}:attn:{i_block}")
+                    attn = _attn_block(self.attn_type, {**kw, "num_groups": self.num_groups},
+                                       f"down:{i_level}:attn:{i_block}")
                     h = attn(h) if attn is not None else h
             if i_level != len(self.ch_mult) - 1:
                 h = Downsample(self.resamp_with_conv, **kw, name=f"down:{i_level}:downsample")(h)
                 curr_res //= 2
-        h = _middle(h, block, self.attn_type, self.dropout, kw, deterministic)
-        h = nn.swish(layers.group_norm(**kw, name="norm_out")(h))
+        h = _middle(h, block, self.attn_type, self.dropout, {**kw, "num_groups": self.num_groups}, deterministic)
+        h = nn.swish(layers.group_norm(self.num_groups, **kw, name="norm_out")(h))
         out_channels = 2 * self.z_channels if self.double_z else self.z_channels
         return layers.conv(out_channels, 3, padding=1, **kw, name="conv_out")(h)
 
@@ -161,6 +165,7 @@ class Decoder(nn.Module):
     give_pre_end: bool = False
     tanh_out: bool = False
     attn_type: str = "vanilla"
+    num_groups: int = 32
     remat: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -172,21 +177,22 @@ class Decoder(nn.Module):
         block = _resnet_block(self.remat)
         num_levels = len(self.ch_mult)
         h = layers.conv(self.ch * self.ch_mult[-1], 3, padding=1, **kw, name="conv_in")(z)
-        h = _middle(h, block, self.attn_type, self.dropout, kw, deterministic)
+        h = _middle(h, block, self.attn_type, self.dropout, {**kw, "num_groups": self.num_groups}, deterministic)
         curr_res = self.resolution // 2 ** (num_levels - 1)
         for i_level in reversed(range(num_levels)):
             for i_block in range(self.num_res_blocks + 1):
-                h = block(self.ch * self.ch_mult[i_level], dropout=self.dropout, **kw,
+                h = block(self.ch * self.ch_mult[i_level], dropout=self.dropout, num_groups=self.num_groups, **kw,
                           name=f"up:{i_level}:block:{i_block}")(h, deterministic)
                 if curr_res in self.attn_resolutions:
-                    attn = _attn_block(self.attn_type, kw, f"up:{i_level}:attn:{i_block}")
+                    attn = _attn_block(self.attn_type, {**kw, "num_groups": self.num_groups},
+                                       f"up:{i_level}:attn:{i_block}")
                     h = attn(h) if attn is not None else h
             if i_level != 0:
                 h = Upsample(self.resamp_with_conv, **kw, name=f"up:{i_level}:upsample")(h)
                 curr_res *= 2
         if self.give_pre_end:
             return h
-        h = nn.swish(layers.group_norm(**kw, name="norm_out")(h))
+        h = nn.swish(layers.group_norm(self.num_groups, **kw, name="norm_out")(h))
         h = layers.conv(self.out_ch, 3, padding=1, **kw, name="conv_out")(h)
         return jnp.tanh(h) if self.tanh_out else h
 
@@ -220,6 +226,9 @@ class DDConfig:
     give_pre_end: bool = False
     tanh_out: bool = False
     attn_type: str = "vanilla"
+    # Not a reference key (every released model uses 32): fewer groups keep narrow toy models from
+    # normalising each channel on its own, which erases the image's absolute colours.
+    num_groups: int = 32
 
     def __post_init__(self):
         _check_attn_type(self.attn_type)

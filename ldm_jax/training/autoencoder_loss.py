@@ -143,7 +143,8 @@ class LPIPSWithDiscriminator(PatchGANLoss):
                        discriminate: Discriminate, global_step: jax.Array, weights: jax.Array | None = None):
         """(loss, logs, discriminator state after D(x_rec)); `weights` multiplies the per-pixel nll.
 
-        The adaptive weight is computed only when disc_factor > 0 (else 0), as in the reference.
+        The adaptive weight is computed only when disc_factor > 0 (else 0), as in the reference; with
+        disc_factor 0 the discriminator is not run (g_loss 0, state None).
         """
         x = inputs.astype(jnp.float32)
         batch = x.shape[0]
@@ -153,6 +154,8 @@ class LPIPSWithDiscriminator(PatchGANLoss):
             rec_loss, p_loss = self.reconstruction_loss(x, reconstructions, perceptual)
             nll = rec_loss / jnp.exp(logvar) + logvar
             weighted_nll = jnp.sum(nll if weights is None else weights * nll) / batch
+            if self.disc_factor <= 0:  # no GAN term at all: the discriminator is not run
+                return (jnp.sum(nll) / batch, jnp.zeros((), jnp.float32)), (weighted_nll, rec_loss, p_loss, None)
             logits_fake, disc_state = discriminate(reconstructions)
             g_loss = -jnp.mean(logits_fake.astype(jnp.float32))
             return (jnp.sum(nll) / batch, g_loss), (weighted_nll, rec_loss, p_loss, disc_state)

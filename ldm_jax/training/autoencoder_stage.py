@@ -332,13 +332,19 @@ class AutoencoderStage:
         updates, gen_opt = self.generator_tx.update(gen_grads, state.opt_state["generator"], gen_params)
         gen_params = optax.apply_updates(gen_params, updates)
 
-        second = jax.random.fold_in(rng, _SECOND_PASS)
-        reconstructions = jax.lax.stop_gradient(self.reconstruct(gen_params["autoencoder"], images, second))
-        disc_params = state.params["discriminator"]
-        disc_grads, (disc_logs, batch_stats) = jax.grad(self.discriminator_loss, has_aux=True)(
-            disc_params, batch_stats, images, reconstructions, global_step)
-        updates, disc_opt = self.discriminator_tx.update(disc_grads, state.opt_state["discriminator"], disc_params)
-        disc_params = optax.apply_updates(disc_params, updates)
+        disc_params, disc_opt = state.params["discriminator"], state.opt_state["discriminator"]
+        if batch_stats is None:  # disc_factor 0: no GAN term, so the discriminator is neither run nor trained
+            batch_stats = state.frozen["discriminator_batch_stats"]
+            disc_grads = jax.tree.map(jnp.zeros_like, disc_params)
+            disc_logs = {"disc_loss": jnp.zeros((), jnp.float32), "logits_real": jnp.zeros((), jnp.float32),
+                         "logits_fake": jnp.zeros((), jnp.float32)}
+        else:
+            second = jax.random.fold_in(rng, _SECOND_PASS)
+            reconstructions = jax.lax.stop_gradient(self.reconstruct(gen_params["autoencoder"], images, second))
+            disc_grads, (disc_logs, batch_stats) = jax.grad(self.discriminator_loss, has_aux=True)(
+                disc_params, batch_stats, images, reconstructions, global_step)
+            updates, disc_opt = self.discriminator_tx.update(disc_grads, disc_opt, disc_params)
+            disc_params = optax.apply_updates(disc_params, updates)
 
         # "loss" is what the loop watches and shows: the generator's total loss (the reference's
         # `aeloss`), made non-finite when the discriminator's loss is, so a bad step is dropped whole.

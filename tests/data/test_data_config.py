@@ -29,6 +29,13 @@ def test_the_default_config_is_valid_and_reads_the_builtin_dataset():
     assert validation[0]["key"] != source_from_config(config())[0]["key"]  # another seed: other records
 
 
+def test_builtin_backgrounds_restrict_the_background_colours():
+    source = source_from_config(config(backgrounds="white, gray"))
+    assert {source[i]["meta"]["background"] for i in range(len(source))} <= {"white", "gray"}
+    with pytest.raises(DataConfigError, match="backgrounds"):
+        validate_data_config(config(backgrounds="white,purple"))
+
+
 def test_an_unknown_field_suggests_the_closest_name():
     data = default_data_config()
     data.imgae_size = 64

@@ -159,3 +159,17 @@ def test_reference_params_are_validated():
     with pytest.raises(ValueError, match="double_z"):
         model = AutoencoderKL(DDConfig.from_reference(dict(OTHER, double_z=False)), 3)
         model.init(jax.random.key(0), *example_inputs(model))
+
+
+def test_num_groups_lets_narrow_models_normalise_groups_of_channels():
+    ddconfig = {"double_z": True, "z_channels": 3, "resolution": 16, "in_channels": 3, "out_ch": 3, "ch": 16,
+                "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [8], "dropout": 0.0}
+    x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+    with pytest.raises(ValueError, match="16 channels do not split into 32 groups"):
+        autoencoder_kl_from_reference({"ddconfig": ddconfig, "embed_dim": 3}).init(jax.random.key(1), x)
+    model = autoencoder_kl_from_reference({"ddconfig": {**ddconfig, "num_groups": 8}, "embed_dim": 3})
+    variables = model.init(jax.random.key(1), x)
+    posterior = model.apply(variables, x, method="encode")
+    assert posterior.mean.shape == (2, 8, 8, 3)
+    assert model.apply(variables, posterior.mode(), method="decode").shape == x.shape
+    assert DDConfig.from_reference({**ddconfig, "num_groups": 8}).num_groups == 8

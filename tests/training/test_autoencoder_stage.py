@@ -87,6 +87,18 @@ def _changed(a, b):
 
 
 @pytest.mark.slow  # compiles a whole train step on CPU
+def test_kl_without_a_gan_term_neither_runs_nor_trains_the_discriminator(images):
+    model = kl_model()
+    model["params"]["lossconfig"]["params"].update(disc_factor=0.0, perceptual_weight=0.0)
+    stage = make_stage(model)
+    state = random_state(stage, model, images)
+    new_state, metrics = jax.jit(stage.train_step)(state, {"image": images}, jax.random.key(1))
+    assert float(metrics["g_loss"]) == 0.0 and float(metrics["grad_norm/discriminator"]) == 0.0
+    assert not _changed(state.params["discriminator"], new_state.params["discriminator"])
+    assert _changed(state.params["autoencoder"], new_state.params["autoencoder"])
+
+
+@pytest.mark.slow  # compiles a whole train step on CPU
 def test_kl_step_before_and_after_disc_start(kl, images):
     stage, state, step = kl
     batch = {"image": images}
