@@ -129,8 +129,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
                               pixel_steps=5000, ae_batch=16, batch=64, samples_per_prompt=16, samples_per_class=100,
                               num_heldout=2048, feature_net_steps=2000),
         "tiny": lambda: demo(image_size=16, ae_channels=32, width=32, ae_steps=2, ldm_steps=2, pixel_steps=2,
-                             ae_batch=4, batch=4, samples_per_prompt=1, samples_per_class=1,
-                             num_heldout=16, feature_net_steps=2, sample_batch=12),
+                             ae_batch=8, batch=8, samples_per_prompt=1, samples_per_class=1,
+                             num_heldout=16, feature_net_steps=2, sample_batch=16),
     }
     if variant not in variants:
         raise ValueError(f"unknown variant {variant!r} of demo; expected one of {sorted(variants)}")

@@ -49,10 +49,16 @@ def _stage_config(config, name: str, tokenizer, vocab_path, first_stage_path):
     return stage
 
 
-def _dataset(config):
-    """The demo dataset's grain source (for its classes and captions)."""
+def _data_config(config):
+    """The demo's shared data settings over the data defaults."""
     data = default_data_config()
     data.update(config.data.to_dict())
+    return data
+
+
+def _dataset(config):
+    """The demo dataset's grain source (for its classes and captions)."""
+    data = _data_config(config)
     return DATASETS[data.name](data)
 
 
@@ -97,8 +103,7 @@ def _train(stage_config, workdir: pathlib.Path, progress: bool) -> dict:
 def _data_batches(config, split: str, batch_size: int, shuffle: bool):
     """Image batches (with labels when the data has them) of the demo's dataset; `split` for the
     built-in one (train / validation), other datasets are read whole (nothing is held out)."""
-    data = default_data_config()
-    data.update(config.data.to_dict())
+    data = _data_config(config)
     data.task, data.batch_size, data.shuffle, data.seed = "image", batch_size, shuffle, int(config.seed)
     if data.name == "builtin":
         data.split, data.num_records = split, max(int(config.evaluation.num_heldout), 4096)

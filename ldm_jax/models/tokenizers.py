@@ -97,9 +97,9 @@ def bert_tokenizer(path: str | pathlib.Path, max_length: int = 77) -> TextTokeni
     vocab_file = _find(path, BERT_VOCAB, "a WordPiece vocab.txt with one token per line, as in bert-base-uncased")
     tokens = vocab_file.read_text(encoding="utf-8").splitlines()
     vocab = {token: i for i, token in enumerate(tokens)}
-    for special in BERT_SPECIAL_TOKENS:
-        if special not in vocab:
-            raise ValueError(f"{vocab_file} lacks the special token {special}")
+    missing = [special for special in BERT_SPECIAL_TOKENS if special not in vocab]
+    if missing:
+        raise ValueError(f"{vocab_file} lacks the special token(s) {', '.join(missing)}")
     backend = tokenizers.Tokenizer(tokenizers.models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
                                                     lowercase=True)
