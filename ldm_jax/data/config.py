@@ -85,11 +85,17 @@ _OPTIONAL_FIELDS = {"num_epochs": int}
 BUILTIN_SPLITS = {"train": 0, "validation": 1, "test": 2}
 
 
+def _builtin_backgrounds(text: str) -> list[str]:
+    """The colour names of `data.backgrounds` ("white, gray"); every background when empty."""
+    from ldm_jax.data.synthetic import BACKGROUNDS
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    return names or list(BACKGROUNDS)
+
+
 def _builtin_source(data):
-    from ldm_jax.data.synthetic import BACKGROUNDS, SyntheticShapes
-    backgrounds = [name.strip() for name in data.backgrounds.split(",")] if data.backgrounds else BACKGROUNDS
+    from ldm_jax.data.synthetic import SyntheticShapes
     return SyntheticShapes(data.num_records, image_size=data.image_size, seed=BUILTIN_SPLITS[data.split],
-                           backgrounds=backgrounds)
+                           backgrounds=_builtin_backgrounds(data.backgrounds))
 
 
 def _folder_source(data):
@@ -217,7 +223,7 @@ def _range_errors(data: Mapping, prefix: str) -> list[str]:
     elif name == "builtin":
         errors += bad("num_records", data["num_records"] >= 1, "must be >= 1")
         from ldm_jax.data.synthetic import BACKGROUNDS
-        unknown = [b for b in data["backgrounds"].split(",") if b.strip() and b.strip() not in BACKGROUNDS]
+        unknown = set(_builtin_backgrounds(data["backgrounds"])) - set(BACKGROUNDS)
         errors += bad("backgrounds", not unknown, f"must name colours of {', '.join(BACKGROUNDS)}")
         errors += bad("split", data["split"] in BUILTIN_SPLITS,
                       f"the builtin dataset's splits are {', '.join(BUILTIN_SPLITS)}")
