@@ -3,7 +3,7 @@ import pytest
 
 from ldm_jax import cli
 
-COMMANDS = [[], ["demo"], ["convert"], ["check"], ["sample"], ["train"], ["data"], ["data", "build"],
+COMMANDS = [[], ["demo"], ["convert"], ["check"], ["sample"], ["train"], ["evaluate"], ["data"], ["data", "build"],
             ["data", "cache-latents"]]
 
 

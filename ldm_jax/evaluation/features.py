@@ -146,7 +146,7 @@ def summarize(feature_fn: FeatureFn, batches: Iterable[np.ndarray], moments: Seq
 # Files.
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> pathlib.Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> pathlib.Path:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -162,7 +162,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> path
 
 def save_statistics(path: str | os.PathLike, statistics: fid.Statistics) -> pathlib.Path:
     """Writes pytorch-fid's statistics file (`np.savez_compressed(mu=..., sigma=...)`), atomically."""
-    return _atomic_write(path, lambda file: np.savez_compressed(file, mu=statistics.mu, sigma=statistics.sigma))
+    return atomic_write(path, lambda file: np.savez_compressed(file, mu=statistics.mu, sigma=statistics.sigma))
 
 
 def load_statistics(path: str | os.PathLike) -> fid.Statistics:
@@ -250,7 +250,7 @@ def save_image_batch(path: str | os.PathLike, batches: Iterable[np.ndarray], cou
                 archive.writestr("mu.npy", _npy_bytes(np.asarray(statistics.mu)))
                 archive.writestr("sigma.npy", _npy_bytes(np.asarray(statistics.sigma)))
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def reference_statistics(path: str | os.PathLike, feature_fn: FeatureFn, batch_size: int,

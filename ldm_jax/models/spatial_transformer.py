@@ -124,6 +124,7 @@ class SpatialTransformer(nn.Module):
     use_linear: bool = False
     remat: bool = False
     query_chunk_size: int | None = None
+    num_groups: int = 32
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -141,7 +142,7 @@ class SpatialTransformer(nn.Module):
                 return layers.dense(features, name=name, **kw)
             return layers.conv(features, 1, name=name, **kw)
 
-        h = layers.group_norm(32, 1e-6, name="norm", **kw)(x)
+        h = layers.group_norm(self.num_groups, 1e-6, name="norm", **kw)(x)
         if not self.use_linear:
             h = project(inner_dim, "proj_in")(h)
         h = h.reshape(batch, height * width, h.shape[-1])

@@ -215,3 +215,24 @@ def test_input_checks_and_scalar_timestep():
         jax.eval_shape(unet.apply, {"params": params}, jnp.zeros((2, 7, 7, 4)), jnp.array(5), context)
     with pytest.raises(ValueError, match="needs a context"):
         jax.eval_shape(unet.apply, {"params": params}, x, jnp.array(5))
+
+
+@pytest.mark.parametrize("use_spatial_transformer", [True, False])
+def test_num_groups_lets_narrow_unets_normalise_groups_of_channels(use_spatial_transformer):
+    narrow = dict(model_channels=16, attention_resolutions=(1, 2), use_spatial_transformer=use_spatial_transformer,
+                  context_dim=16 if use_spatial_transformer else None)
+    x, t, context, _ = _random_inputs(_tiny(**narrow))
+    with pytest.raises(ValueError, match="16 channels do not split into 32 groups"):
+        _tiny(**narrow).init(jax.random.key(0), x, t, context)
+    reference_params = dict(image_size=8, in_channels=4, out_channels=4, model_channels=16, num_res_blocks=1,
+                            attention_resolutions=[1, 2], channel_mult=[1, 2], num_heads=2, legacy=False,
+                            use_spatial_transformer=use_spatial_transformer, num_groups=4)
+    if use_spatial_transformer:
+        reference_params["context_dim"] = 16
+    unet = unet_from_reference(reference_params)  # a config key, as in the demo's YAML
+    params = _random_params(unet)
+    # Group norm parameters stay per channel: the checkpoint layout does not change.
+    assert params["out:0"]["scale"].shape == (16,)
+    out = _jitted_apply(unet)(params, x, t, context)
+    assert out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
+    assert float(jnp.abs(out - _jitted_apply(_tiny(**narrow, num_groups=16))(params, x, t, context)).max()) > 1e-4

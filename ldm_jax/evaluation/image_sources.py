@@ -1,0 +1,220 @@
+"""Where the images `ldm-jax evaluate` scores come from, always as uint8 (n, H, W, 3) batches.
+
+- a dataset spec (`--data`): "builtin" (the built-in shapes, validation split), an image folder, or a
+  data config file `path.py[:variant]` (its `config.data`, or the whole config when it is one);
+  read in order (no shuffling, no crops or flips), resized and centre-cropped to the evaluated size;
+- a sample folder or `.npz` (`--samples`): images generated elsewhere (an ADM batch: `arr_0`);
+- a diffusion checkpoint: `diffusion_sampler` draws batch i with `tasks.generate` at the seed
+  `sample_store.batch_seed(seed, i)`; class-conditional models get label j -> j % num_classes for
+  sample j, text models prompt j % len(prompts), so a batch depends only on its index;
+- an autoencoder checkpoint: `reconstructor` encodes and decodes batches (the posterior mode of KL
+  models, the quantised code of VQ models), sharded over the local devices.
+Samples go to 8-bit as the reference scripts save them (truncation, `images.array_to_images`);
+reconstructions are rounded, so a perfect autoencoder gives back its input exactly.
+"""
+import os
+import pathlib
+from typing import Callable, Iterable, Iterator
+
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from ldm_jax import config_files, tasks
+from ldm_jax.data.config import default_data_config, source_from_config, transform_from_config
+from ldm_jax.data.folder import ImageFolderSource
+from ldm_jax.data.pipeline import make_pipeline
+from ldm_jax.evaluation import feature_net, features, sample_store
+from ldm_jax.models import components
+from ldm_jax.models.distributions import DiagonalGaussian
+from ldm_jax.task_inputs import ModelTraits, text_tokenizer
+
+BUILTIN = "builtin"
+
+
+# ----------------------------------------------------------------------------------------------
+# Datasets and image files.
+
+
+def data_config(spec: str, image_size: int, batch_size: int, count: int) -> ml_collections.ConfigDict:
+    """The data config that reads `spec` (see the module docstring) in order at `image_size`."""
+    data = default_data_config()
+    if spec == BUILTIN:
+        data.update(name="builtin", split="validation", num_records=max(int(count), 1))
+    elif os.path.isdir(os.path.expanduser(spec)):
+        data.update(name="folder", data_dir=os.path.expanduser(spec), labels="none")
+    elif spec.endswith(".py") or ".py:" in spec:
+        loaded = config_files.load_config(spec)
+        data.update((loaded.data if "data" in loaded else loaded).to_dict())
+    else:
+        raise ValueError(f"--data {spec!r}: expected 'builtin', an image folder, or a data config file "
+                         "path.py[:variant]; no such folder or .py file")
+    # The evaluated images, in order: no augmentation, no conditioning inputs.
+    data.update(image_size=int(image_size), batch_size=int(batch_size), shuffle=False, num_epochs=1,
+                task="image", random_crop=False, flip=False)
+    return data
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[-1, 1] floats -> uint8 pixels, rounded (x = p / 127.5 - 1 maps back to p exactly)."""
+    return np.round((np.clip(np.asarray(images, np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def rechunk(batches: Iterable[np.ndarray], count: int, batch_size: int, what: str) -> Iterator[np.ndarray]:
+    """The first `count` images of `batches` in batches of exactly `batch_size` (the last one fewer)."""
+    pending, held, given = [], 0, 0
+    for batch in batches:
+        pending.append(batch)
+        held += len(batch)
+        while held >= batch_size or (held and given + held >= count):
+            merged = np.concatenate(pending)
+            size = min(batch_size, count - given)
+            yield merged[:size]
+            given += size
+            if given == count:
+                return
+            pending, held = [merged[size:]], len(merged) - size
+    if given < count:
+        raise ValueError(f"{what} holds {given + held} usable images; {count} were asked for")
+
+
+def data_batches(data: ml_collections.ConfigDict, count: int, what: str) -> Iterator[np.ndarray]:
+    """The first `count` images of the dataset `data` (from `data_config`), uint8, in batches of its batch_size."""
+    source = source_from_config(data)
+    if len(source) < count:
+        raise ValueError(f"{what} holds {len(source)} images; {count} were asked for")
+    pipeline = make_pipeline(source, transform_from_config(data), batch_size=data.batch_size, seed=data.seed,
+                             shuffle=False, num_epochs=1, drop_remainder=False, process_index=0, process_count=1,
+                             read_threads=data.read_threads, batch_prefetch=data.batch_prefetch,
+                             max_bad_fraction=data.max_bad_fraction,
+                             min_records_before_check=data.min_records_before_check)
+    try:
+        yield from rechunk((to_uint8(batch["image"]) for batch in pipeline), count, data.batch_size, what)
+    finally:
+        pipeline.close()
+
+
+def data_captions(data: ml_collections.ConfigDict, count: int) -> list[str]:
+    """The captions of the first `count` records of `data` (all of them when it holds fewer)."""
+    source = source_from_config(data)
+    captions = []
+    for index in range(min(count, len(source))):
+        caption = source[index].get("caption")
+        if not caption:
+            raise ValueError(f"record {index} of the data has no caption; a text model needs --prompts FILE "
+                             "or --data with captions")
+        captions.append(str(caption))
+    return captions
+
+
+def read_prompts(path: str | os.PathLike) -> list[str]:
+    """The non-empty lines of a prompt file."""
+    prompts = [line.strip() for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"prompt file {path} holds no prompt (one per line expected)")
+    return prompts
+
+
+def is_npz(path: str | os.PathLike) -> bool:
+    return str(path).endswith(".npz")
+
+
+def npz_has_images(path: str | os.PathLike) -> bool:
+    """Whether an `.npz` holds an ADM image batch `arr_0` (besides, or instead of, `mu` / `sigma`)."""
+    with np.load(path) as archive:
+        return "arr_0" in archive.files
+
+
+def samples_info(path: str | os.PathLike) -> tuple[int, int]:
+    """(count, side) of the images of a sample folder or ADM `.npz` (the side of the first image)."""
+    if is_npz(path):
+        shape, dtype = features.npz_array_shape(path)
+        if dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3:
+            raise ValueError(f"{path}: arr_0 must be uint8 (N, H, W, 3) images, got {dtype} {shape}")
+        return shape[0], min(shape[1:3])
+    folder = ImageFolderSource(path, labels="none")
+    with Image.open(folder.root / folder[0]["key"]) as first:
+        return len(folder), min(first.size)
+
+
+def sample_batches(path: str | os.PathLike, count: int, image_size: int, batch_size: int) -> Iterator[np.ndarray]:
+    """The first `count` images of a sample folder or ADM `.npz`, at `image_size`."""
+    what = f"--samples {path}"
+    if not is_npz(path):
+        return data_batches(data_config(str(path), image_size, batch_size, count), count, what)
+    shape, _ = features.npz_array_shape(path)
+    if shape[1:3] != (image_size, image_size):
+        raise ValueError(f"{path} holds {shape[1]}x{shape[2]} images; --image-size {image_size} resizes image "
+                         "folders only")
+    return rechunk(features.read_npz_images(path, batch_size), count, batch_size, what)
+
+
+# ----------------------------------------------------------------------------------------------
+# Models.
+
+
+def conditioning(traits: ModelTraits) -> str:
+    """"class", "text" or "unconditional": how evaluate conditions the samples of this model."""
+    if traits.is_class_conditional or (traits.num_classes is not None and not traits.concat_channels):
+        return "class"
+    if traits.is_text:
+        return "text"
+    if traits.cond_kind is None and not traits.concat_channels and traits.cond_stage_source == "none":
+        return "unconditional"
+    raise ValueError(f"evaluate samples unconditional, class-conditional and text-to-image models; this one is "
+                     f"conditioned on {traits.cond_kind or traits.cond_stage_source} through "
+                     f"{traits.conditioning_key!r} (inpainting, super-resolution, semantic and layout models need "
+                     "per-sample inputs)")
+
+
+def num_classes(traits: ModelTraits) -> int:
+    """The classes samples are drawn from: a ClassEmbedder's last class is the null class of guidance."""
+    if traits.is_class_conditional:
+        return int(traits.cond_params.get("n_classes", 1000)) - 1
+    return int(traits.num_classes)
+
+
+def diffusion_sampler(pipe, *, steps: int, sampler: str, eta: float, guidance_scale: float, seed: int,
+                      image_size: int, batch_size: int, prompts: list[str] | None = None,
+                      tokenizer=None) -> Callable[[int, int], np.ndarray]:
+    """draw(index, length) -> the uint8 samples of batch `index` (its first `length` of `batch_size`).
+
+    Every batch is drawn at the full `batch_size` (one compilation), the padding cut off after.
+    """
+    traits = ModelTraits.of(pipe)
+    kind = conditioning(traits)
+    if kind == "text":
+        if not prompts:
+            raise ValueError("a text-to-image model needs prompts: --prompts FILE or --data with captions")
+        tokenizer = text_tokenizer(traits, tokenizer)
+    classes = num_classes(traits) if kind == "class" else None
+
+    def draw(index: int, length: int) -> np.ndarray:
+        positions = range(index * batch_size, (index + 1) * batch_size)
+        inputs = {}
+        if kind == "class":
+            inputs["class_label"] = [j % classes for j in positions]
+        elif kind == "text":
+            inputs.update(prompt=[prompts[j % len(prompts)] for j in positions], tokenizer=tokenizer)
+        samples = tasks.generate(pipe, num_steps=steps, sampler=sampler, eta=eta, guidance_scale=guidance_scale,
+                                 seed=sample_store.batch_seed(seed, index), height=image_size, width=image_size,
+                                 batch_size=batch_size, progress=False, **inputs)
+        return np.stack([np.asarray(image) for image in samples[:length]])
+
+    return draw
+
+
+def reconstructor(config: ml_collections.ConfigDict, variables: dict, batch_size: int
+                  ) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 images (n <= batch_size, H, W, 3) -> their uint8 reconstructions by the first stage of `config`."""
+    module = components.build(config.model.first_stage.to_dict())
+
+    def apply(variables, images):
+        latents = module.apply(variables, feature_net.as_signed(images), method="encode")
+        if isinstance(latents, DiagonalGaussian):   # KL: the posterior mode; VQ: decode quantises
+            latents = latents.mode()
+        return {"reconstruction": module.apply(variables, latents, method="decode")}
+
+    fn = features.sharded_feature_fn(apply, variables, batch_size)
+    return lambda images: to_uint8(fn(images)["reconstruction"])
+
