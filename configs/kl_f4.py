@@ -14,7 +14,8 @@ Variants (`get_config(arg)`):
       --config.train.lpips_vgg16_weights=vgg16-397923af.pth --config.train.lpips_linear_weights=vgg.pth
   ldm-jax train --config configs/kl_f4.py:tiny --workdir /tmp/kl_f4_tiny
   ldm-jax convert --config configs/kl_f4.py --checkpoint models/first_stage_models/kl-f4/model.ckpt --out /tmp/kl_f4
-  ldm-jax evaluate --config configs/kl_f4.py --checkpoint models/first_stage_models/kl-f4/model.ckpt
+  ldm-jax evaluate --config configs/kl_f4.py --checkpoint models/first_stage_models/kl-f4/model.ckpt \
+      --data /data/imagenet/val --out eval/kl_f4   # PSNR, SSIM, R-FID (Tab. 8: ImageNet val)
 """
 from ldm_jax import zoo
 

@@ -11,7 +11,8 @@ VGG16 weights and lpips' vgg.pth).
   ldm-jax train --config configs/kl_f8.py --workdir /ckpt/kl_f8 --config.data.data_dir=/data/openimages/train \
       --config.train.lpips_vgg16_weights=vgg16-397923af.pth --config.train.lpips_linear_weights=vgg.pth
   ldm-jax convert --config configs/kl_f8.py --checkpoint models/first_stage_models/kl-f8/model.ckpt --out /tmp/kl_f8
-  ldm-jax evaluate --config configs/kl_f8.py --checkpoint models/first_stage_models/kl-f8/model.ckpt
+  ldm-jax evaluate --config configs/kl_f8.py --checkpoint models/first_stage_models/kl-f8/model.ckpt \
+      --data /data/imagenet/val --out eval/kl_f8   # PSNR, SSIM, R-FID (Tab. 8: ImageNet val)
 """
 from ldm_jax import zoo
 

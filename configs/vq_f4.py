@@ -17,7 +17,8 @@ torchvision's VGG16 weights and lpips' vgg.pth).
   ldm-jax train --config configs/vq_f4.py --workdir /ckpt/vq_f4 --config.data.data_dir=/data/openimages/train \
       --config.train.lpips_vgg16_weights=vgg16-397923af.pth --config.train.lpips_linear_weights=vgg.pth
   ldm-jax convert --config configs/vq_f4.py --checkpoint models/first_stage_models/vq-f4/model.ckpt --out /tmp/vq_f4
-  ldm-jax evaluate --config configs/vq_f4.py:noattn --checkpoint models/first_stage_models/vq-f4-noattn/model.ckpt
+  ldm-jax evaluate --config configs/vq_f4.py:noattn --checkpoint models/first_stage_models/vq-f4-noattn/model.ckpt \
+      --data /data/imagenet/val --out eval/vq_f4   # PSNR, SSIM, R-FID (Tab. 8: ImageNet val)
 """
 from ldm_jax import zoo
 

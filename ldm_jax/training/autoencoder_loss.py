@@ -75,7 +75,8 @@ def adaptive_weight(nll_grad: jax.Array, g_grad: jax.Array, disc_weight: float) 
 class PatchGANLoss:
     """What both reference losses share: LPIPS + pixel reconstruction and the PatchGAN part.
 
-    `pixelloss_weight` is accepted and unused, as in the reference.
+    `pixelloss_weight` is accepted and unused, as in the reference. `pixel_loss` ("l1" or "l2") is
+    the VQ reference's option; the KL loss accepts it too (its reference is always L1, the default).
     """
     disc_start: int
     pixelloss_weight: float = 1.0
@@ -88,9 +89,12 @@ class PatchGANLoss:
     disc_conditional: bool = False
     disc_ndf: int = 64
     disc_loss: str = "hinge"
+    pixel_loss: str = "l1"
 
     def __post_init__(self):
         name = type(self).__name__
+        if self.pixel_loss not in PIXEL_LOSSES:
+            raise ValueError(f"{name}.pixel_loss must be one of {sorted(PIXEL_LOSSES)}, got {self.pixel_loss!r}")
         if self.disc_loss not in DISC_LOSSES:
             raise ValueError(f"{name}.disc_loss must be one of {sorted(DISC_LOSSES)}, got {self.disc_loss!r}")
         if self.disc_conditional:
@@ -109,10 +113,10 @@ class PatchGANLoss:
     def disc_factor_at(self, global_step: jax.Array) -> jax.Array:
         return adopt_weight(self.disc_factor, global_step, self.disc_start)
 
-    def reconstruction_loss(self, inputs: jax.Array, reconstructions: jax.Array, perceptual: Perceptual | None,
-                            pixel_loss: str = "l1") -> tuple[jax.Array, jax.Array]:
+    def reconstruction_loss(self, inputs: jax.Array, reconstructions: jax.Array, perceptual: Perceptual | None
+                            ) -> tuple[jax.Array, jax.Array]:
         """(per-pixel pixel + perceptual_weight * LPIPS term, the (N,) LPIPS distances or zeros)."""
-        rec_loss = PIXEL_LOSSES[pixel_loss](inputs, reconstructions)
+        rec_loss = PIXEL_LOSSES[self.pixel_loss](inputs, reconstructions)
         if self.perceptual_weight > 0:
             if perceptual is None:
                 raise ValueError(f"perceptual_weight={self.perceptual_weight} needs a perceptual (LPIPS) function")
@@ -180,15 +184,11 @@ class LPIPSWithDiscriminator(PatchGANLoss):
 class VQLPIPSWithDiscriminator(PatchGANLoss):
     """The VQ autoencoder's loss (taming / ldm VQLPIPSWithDiscriminator); `pixel_loss` "l1" or "l2"."""
     codebook_weight: float = 1.0
-    pixel_loss: str = "l1"
     perceptual_loss: str = "lpips"
     n_classes: int | None = None  # the reference's, only for a perplexity log it leaves commented out
 
     def __post_init__(self):
         super().__post_init__()
-        if self.pixel_loss not in PIXEL_LOSSES:
-            raise ValueError(f"VQLPIPSWithDiscriminator.pixel_loss must be one of {sorted(PIXEL_LOSSES)}, "
-                             f"got {self.pixel_loss!r}")
         if self.perceptual_loss != "lpips":
             raise ValueError(f"VQLPIPSWithDiscriminator.perceptual_loss: only 'lpips' exists, "
                              f"got {self.perceptual_loss!r}")
@@ -201,7 +201,7 @@ class VQLPIPSWithDiscriminator(PatchGANLoss):
 
         def terms(kernel):
             reconstructions = reconstruct(kernel).astype(jnp.float32)
-            rec_loss, p_loss = self.reconstruction_loss(x, reconstructions, perceptual, self.pixel_loss)
+            rec_loss, p_loss = self.reconstruction_loss(x, reconstructions, perceptual)
             logits_fake, disc_state = discriminate(reconstructions)
             return (jnp.mean(rec_loss), -jnp.mean(logits_fake.astype(jnp.float32))), (rec_loss, p_loss, disc_state)
 
@@ -222,9 +222,11 @@ _SHARED = frozenset({"disc_start", "pixelloss_weight", "disc_num_layers", "disc_
 _TAMING_VQ = _SHARED | {"codebook_weight", "disc_ndf"}
 # reference `lossconfig.target` -> (loss class, the params that target accepts)
 LOSS_TARGETS: dict[str, tuple[type, frozenset]] = {
-    "ldm.modules.losses.LPIPSWithDiscriminator": (LPIPSWithDiscriminator, _SHARED | {"logvar_init", "kl_weight"}),
+    # pixel_loss is not a reference param of the KL loss (always L1 there): ours, for toy data.
+    "ldm.modules.losses.LPIPSWithDiscriminator":
+        (LPIPSWithDiscriminator, _SHARED | {"logvar_init", "kl_weight", "pixel_loss"}),
     "ldm.modules.losses.contperceptual.LPIPSWithDiscriminator":
-        (LPIPSWithDiscriminator, _SHARED | {"logvar_init", "kl_weight"}),
+        (LPIPSWithDiscriminator, _SHARED | {"logvar_init", "kl_weight", "pixel_loss"}),
     "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator": (VQLPIPSWithDiscriminator, _TAMING_VQ),
     "ldm.modules.losses.vqperceptual.VQLPIPSWithDiscriminator":
         (VQLPIPSWithDiscriminator, _TAMING_VQ | {"n_classes", "perceptual_loss", "pixel_loss"}),

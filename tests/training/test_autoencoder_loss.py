@@ -216,6 +216,19 @@ def test_loss_from_reference_configs():
     assert ldm_vq.pixel_loss == "l2"
 
 
+def test_kl_loss_takes_a_squared_pixel_loss():
+    """pixel_loss "l2" (ours for the KL loss; the reference is always L1): squared errors per pixel."""
+    kl = al.loss_from_reference({"target": "ldm.modules.losses.LPIPSWithDiscriminator",
+                                 "params": {"disc_start": 0, "perceptual_weight": 0.0, "pixel_loss": "l2"}})
+    x, y = jnp.array([[0.5, -1.0]]), jnp.array([[0.0, 1.0]])
+    rec_loss, _ = kl.reconstruction_loss(x, y, perceptual=None)
+    np.testing.assert_allclose(rec_loss, [[0.25, 4.0]])
+    assert al.LPIPSWithDiscriminator(disc_start=0, perceptual_weight=0.0).reconstruction_loss(
+        x, y, perceptual=None)[0].tolist() == [[0.5, 2.0]]
+    with pytest.raises(ValueError, match="pixel_loss must be one of"):
+        al.LPIPSWithDiscriminator(disc_start=0, pixel_loss="huber")
+
+
 def test_bad_loss_configs_are_named():
     with pytest.raises(ValueError, match="unknown param.*disc_ndf"):  # the KL loss has no disc_ndf
         al.loss_from_reference({"target": "ldm.modules.losses.LPIPSWithDiscriminator",
