@@ -75,19 +75,37 @@ def elementwise_loss(prediction, target, loss_type: LossType = "l2"):
     raise ValueError(f"unknown loss_type {loss_type!r}; expected 'l1' or 'l2'")
 
 
+def min_snr_weights(schedule: DiffusionSchedule, t, gamma: float, parameterization: Parameterization = "eps"):
+    """Min-SNR-gamma loss weights (Hang et al., 2023) of timesteps `t`: min(SNR_t, gamma) as an x0 loss.
+
+    SNR_t = alpha_bar_t / (1 - alpha_bar_t); the x0 error is the eps error times 1 / SNR_t and the v
+    error times 1 / (SNR_t + 1), so the weights of those targets are divided accordingly. Clamping
+    at gamma stops the nearly noise-free steps from dominating: training spends its effort on the
+    noisy steps that decide the layout and the colours.
+    """
+    alpha_bar = jnp.take(schedule.alphas_cumprod, jnp.asarray(t, jnp.int32))
+    snr = alpha_bar / (1.0 - alpha_bar)
+    clamped = jnp.minimum(snr, gamma)
+    divisors = {"eps": snr, "x0": jnp.ones_like(snr), "v": snr + 1.0}
+    if parameterization not in divisors:
+        raise ValueError(f"unknown parameterization {parameterization!r}; expected eps, x0 or v")
+    return clamped / divisors[parameterization]
+
+
 def diffusion_loss(schedule: DiffusionSchedule, model_output, target, t, *, loss_type: LossType = "l2",
                    l_simple_weight: float = 1.0, original_elbo_weight: float = 0.0,
-                   logvar: jax.Array | None = None) -> tuple[jax.Array, dict]:
+                   logvar: jax.Array | None = None, snr_weights: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """The reference `LatentDiffusion.p_losses` combination, as (loss, metrics).
 
     loss_simple = mean over non-batch axes; with a learned/fixed `logvar` table (per timestep) it is
     loss_simple / exp(logvar_t) + logvar_t. loss = l_simple_weight * mean(loss_simple)
     + original_elbo_weight * mean(lvlb_weights[t] * loss_simple_unweighted) (the VLB term).
+    `snr_weights` (N,) (not in the reference; see `min_snr_weights`) scale each sample's loss_simple.
     """
     per_sample = elementwise_loss(model_output, target, loss_type)
     loss_simple = per_sample.reshape(per_sample.shape[0], -1).mean(axis=1)
     metrics = {"loss_simple": loss_simple.mean()}
-    loss_gamma = loss_simple
+    loss_gamma = loss_simple if snr_weights is None else loss_simple * snr_weights
     if logvar is not None:
         logvar_t = jnp.take(logvar, t)
         loss_gamma = loss_simple / jnp.exp(logvar_t) + logvar_t
@@ -102,10 +120,12 @@ def diffusion_loss(schedule: DiffusionSchedule, model_output, target, t, *, loss
 
 def p_losses(apply_fn, schedule: DiffusionSchedule, x0, t, noise, *, parameterization: Parameterization = "eps",
              loss_type: LossType = "l2", l_simple_weight: float = 1.0, original_elbo_weight: float = 0.0,
-             logvar: jax.Array | None = None) -> tuple[jax.Array, dict]:
-    """Noises x0 to x_t, runs `apply_fn(x_t, t)` and returns `diffusion_loss` against the right target."""
+             logvar: jax.Array | None = None, snr_gamma: float = 0.0) -> tuple[jax.Array, dict]:
+    """Noises x0 to x_t, runs `apply_fn(x_t, t)` and returns `diffusion_loss` against the right target;
+    `snr_gamma` > 0 weights it by `min_snr_weights`."""
     x_t = q_sample(schedule, x0, t, noise)
     target = training_target(parameterization, schedule, x0, noise, t)
+    weights = min_snr_weights(schedule, t, snr_gamma, parameterization) if snr_gamma > 0 else None
     return diffusion_loss(schedule, apply_fn(x_t, t), target, t, loss_type=loss_type,
                           l_simple_weight=l_simple_weight, original_elbo_weight=original_elbo_weight,
-                          logvar=logvar)
+                          logvar=logvar, snr_weights=weights)

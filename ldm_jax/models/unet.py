@@ -209,9 +209,13 @@ class UNetModel(nn.Module):
     disable_middle_self_attn: bool = False
     use_linear_in_transformer: bool = False
     adm_in_channels: int | None = None
-    # Not a reference param: the reference normalises 32 groups everywhere (kept as the default); a
-    # narrow UNet (e.g. 64 channels) trains faster with fewer, wider groups.
+    # Not reference params (their defaults are the reference UNet). num_groups: the reference
+    # normalises 32 groups everywhere; a narrow UNet (e.g. 64 channels) trains faster with fewer,
+    # wider groups. pooled_context: also add an MLP of the context's mean over its tokens to the
+    # timestep embedding (as SDXL adds its pooled text embedding), so every ResBlock sees the prompt,
+    # not only the cross-attention layers: global attributes (a colour, a shape) are learnt far sooner.
     num_groups: int = 32
+    pooled_context: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     remat: bool = False
@@ -247,6 +251,10 @@ class UNetModel(nn.Module):
         emb = layers.dense(time_embed_dim, name=layers.indexed("time_embed", 2), **kw)(nn.silu(emb))
         if y is not None:
             emb = emb + self._label_embedding(y, time_embed_dim)
+        if self.pooled_context:
+            pooled = jnp.mean(context.astype(self.dtype), axis=1)
+            h = layers.dense(time_embed_dim, name=layers.indexed("context_emb", 0), **kw)(pooled)
+            emb = emb + layers.dense(time_embed_dim, name=layers.indexed("context_emb", 2), **kw)(nn.silu(h))
         if context is not None:
             context = context.astype(self.dtype)
 
@@ -380,6 +388,8 @@ def _validate(unet: UNetModel) -> None:
         fail(f"dims={unet.dims} is not supported (only 2-d images)")
     if unet.use_spatial_transformer and unet.context_dim is None:
         fail("use_spatial_transformer needs context_dim")
+    if unet.pooled_context and not unet.use_spatial_transformer:
+        fail("pooled_context needs a context: set use_spatial_transformer and context_dim")
     if unet.context_dim is not None and not unet.use_spatial_transformer:
         fail("context_dim is set but use_spatial_transformer is False")
     if unet.num_heads == -1 and unet.num_head_channels == -1:

@@ -28,6 +28,7 @@ Training fields (`default_ldm_train_config()`, merged into the experiment config
                              `ldm_conditioning.unconditional_tokens`) do not fit the tokenizer
   train.l_simple_weight, train.original_elbo_weight, train.learn_logvar, train.logvar_init
                              the reference p_losses weights (1, 0, off, 0)
+  train.snr_gamma            > 0: Min-SNR-gamma loss weights (not in the reference; 0: off, as there)
   train.log_num_images, train.log_sample_steps, train.log_guidance_scale, train.log_eta
                              `log_images`: how many, DDIM steps, guidance (1: none) and eta
   optimizer.*                see `optimizers.default_optimizer_config`
@@ -69,6 +70,7 @@ def default_ldm_train_config() -> ml_collections.ConfigDict:
             "original_elbo_weight": 0.0,
             "learn_logvar": False,
             "logvar_init": 0.0,
+            "snr_gamma": 0.0,
             "log_num_images": 4,
             "log_sample_steps": 20,
             "log_guidance_scale": 1.0,
@@ -90,6 +92,7 @@ class LdmTrainSettings:
     original_elbo_weight: float = 0.0
     learn_logvar: bool = False
     logvar_init: float = 0.0
+    snr_gamma: float = 0.0
     log_num_images: int = 4
     log_sample_steps: int = 20
     log_guidance_scale: float = 1.0
@@ -98,6 +101,8 @@ class LdmTrainSettings:
     def __post_init__(self):
         if not 0.0 <= self.cond_drop_prob <= 1.0:
             raise ValueError(f"train.cond_drop_prob must be in [0, 1], got {self.cond_drop_prob}")
+        if self.snr_gamma < 0:
+            raise ValueError(f"train.snr_gamma must be >= 0 (0: off), got {self.snr_gamma}")
         for name in ("log_num_images", "log_sample_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -336,7 +341,7 @@ class LatentDiffusionStage:
             lambda x_t, steps: self.apply_unet(params["unet"], x_t, steps, cond, dropout_rng), self.schedule, z0, t,
             noise, parameterization=self.diffusion.parameterization, loss_type=self.diffusion.loss_type,
             l_simple_weight=self.train.l_simple_weight, original_elbo_weight=self.train.original_elbo_weight,
-            logvar=logvar)
+            logvar=logvar, snr_gamma=self.train.snr_gamma)
         if "logvar" in params:
             metrics["logvar"] = params["logvar"].mean()
         return loss, metrics

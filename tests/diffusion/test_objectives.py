@@ -74,3 +74,24 @@ def test_p_losses_is_zero_for_a_perfect_model(setup):
         assert float(loss) == 0.0
         loss, _ = objectives.p_losses(lambda x_t, tt: x_t, schedule, x0, t, noise, parameterization=parameterization)
         assert float(loss) > 0.01
+
+
+def test_min_snr_weights_equalise_the_three_targets(setup):
+    """min(SNR, gamma) per x0 error: eps and v weights divide by SNR and SNR + 1; p_losses applies them."""
+    schedule = setup[0]
+    t = jnp.array([0, 10, 500, 999])
+    alpha_bar = np.asarray(schedule.alphas_cumprod)[np.asarray(t)]
+    snr = alpha_bar / (1 - alpha_bar)
+    expected_x0 = np.minimum(snr, 5.0)
+    np.testing.assert_allclose(objectives.min_snr_weights(schedule, t, 5.0, "x0"), expected_x0, rtol=1e-5)
+    np.testing.assert_allclose(objectives.min_snr_weights(schedule, t, 5.0, "eps"), expected_x0 / snr, rtol=1e-5)
+    np.testing.assert_allclose(objectives.min_snr_weights(schedule, t, 5.0, "v"), expected_x0 / (snr + 1), rtol=1e-5)
+    assert float(objectives.min_snr_weights(schedule, t, 5.0)[-1]) == pytest.approx(1.0)  # noisy steps keep weight 1
+    x0 = jax.random.normal(jax.random.key(0), (4, 4, 4, 3))
+    noise = jax.random.normal(jax.random.key(1), x0.shape)
+    zeros = lambda x_t, steps: jnp.zeros_like(x_t)  # noqa: E731  (error = the noise itself)
+    plain, _ = objectives.p_losses(zeros, schedule, x0, t, noise)
+    weighted, _ = objectives.p_losses(zeros, schedule, x0, t, noise, snr_gamma=5.0)
+    per_sample = np.mean(np.square(np.asarray(noise)).reshape(4, -1), axis=1)
+    assert float(plain) == pytest.approx(per_sample.mean(), rel=1e-5)
+    assert float(weighted) == pytest.approx(np.mean(per_sample * expected_x0 / snr), rel=1e-5)

@@ -236,3 +236,19 @@ def test_num_groups_lets_narrow_unets_normalise_groups_of_channels(use_spatial_t
     out = _jitted_apply(unet)(params, x, t, context)
     assert out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
     assert float(jnp.abs(out - _jitted_apply(_tiny(**narrow, num_groups=16))(params, x, t, context)).max()) > 1e-4
+
+
+def test_pooled_context_feeds_the_prompt_to_every_resblock():
+    """pooled_context adds an MLP of the mean context to the timestep embedding (own params, saved as
+    context_emb.0 / context_emb.2); the rest of the UNet is the reference one."""
+    unet = _tiny(pooled_context=True)
+    params = _random_params(unet)
+    assert params["context_emb:0"]["kernel"].shape == (16, 128) and "context_emb:2" in params
+    plain_params = {k: v for k, v in params.items() if not k.startswith("context_emb")}
+    assert set(plain_params) == set(_random_params(_tiny()))
+    x, t, context, _ = _random_inputs(unet)
+    pooled = _jitted_apply(unet)(params, x, t, context)
+    assert float(jnp.abs(pooled - _jitted_apply(_tiny())(plain_params, x, t, context)).max()) > 1e-3
+    with pytest.raises(ValueError, match="pooled_context needs a context"):
+        _tiny(use_spatial_transformer=False, context_dim=None, pooled_context=True).init(
+            jax.random.key(0), x, t)
