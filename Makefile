@@ -24,5 +24,6 @@ $(VENV)/.installed: $(VENV)/.base
 demo: $(VENV)/.base
 	$(VENV)/bin/ldm-jax demo --out $(OUT) $(DEMO_ARGS)
 
+# Two workers (-n 2), one test file each at a time (--dist loadfile: module fixtures are built once).
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile

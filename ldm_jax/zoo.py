@@ -15,6 +15,7 @@ class_embedder (ImageNet), spatial_rescaler (semantic maps).
 UNets: unet(**params), with sd_v1_unet / sd_v2_unet for the Stable Diffusion ones.
 Training runs: `training(config, steps=..., batch_size=..., data=..., ...)` adds a run's sections.
 """
+import copy
 from typing import Any, Mapping
 
 import ml_collections
@@ -69,7 +70,7 @@ def _kl(embed_dim: int, ch_mult, attn_resolutions=(), resolution=256, with_loss=
     params = {"embed_dim": embed_dim,
               "ddconfig": _ddconfig(ch_mult, embed_dim, True, attn_resolutions, resolution)}
     if with_loss:
-        params["lossconfig"] = _KL_LOSS
+        params["lossconfig"] = copy.deepcopy(_KL_LOSS)  # callers edit their config in place
     return {"kind": "autoencoder_kl", "params": params}
 
 

@@ -71,3 +71,7 @@ def test_tiny_demo_writes_the_whole_output_folder(tmp_path):
     markdown = (out / "report.md").read_text()
     for heading in ("## Reconstruction", "## Prompt adherence", "## Sample quality", "## Targets"):
         assert heading in markdown
+    # Determinism: a second run from scratch with the same seed reports the same numbers.
+    again = tmp_path / "again"
+    assert cli.main(["demo", "--out", str(again), "--config", "configs/demo.py:tiny", "--no-progress"]) == 0
+    assert json.loads((again / "report.json").read_text())["metrics"] == metrics

@@ -43,3 +43,10 @@ def test_unet_params_are_yaml_like():
     assert params["channel_mult"] == [1, 2] and params["attention_resolutions"] == [2]
     assert "use_fp16" not in zoo.sd_v2_unet(use_fp16=None)["params"]
     assert zoo.sd_v2_unet(in_channels=9)["params"]["in_channels"] == 9
+
+
+def test_components_do_not_share_nested_dicts():
+    """Each call builds fresh dicts: editing one config (as experiments do) leaves the others alone."""
+    edited = zoo.kl_f4(with_loss=True)
+    edited["params"]["lossconfig"]["params"]["kl_weight"] = 1.0
+    assert zoo.kl_f8(with_loss=True)["params"]["lossconfig"]["params"]["kl_weight"] == 1.0e-6

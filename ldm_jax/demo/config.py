@@ -91,8 +91,8 @@ def _run(config, *, steps: int, batch_size: int, learning_rate: float, image_siz
     return config
 
 
-def demo(image_size: int = 32, ae_channels: int = 32, width: int = 64, pixel_width: int = 32, ae_steps: int = 1000,
-         ldm_steps: int = 2000, pixel_steps: int = 560, ae_batch: int = 8, batch: int = 16, samples_per_prompt: int = 8,
+def demo(image_size: int = 32, ae_channels: int = 32, width: int = 64, pixel_width: int = 32, ae_steps: int = 1500,
+         ldm_steps: int = 2200, pixel_steps: int = 850, ae_batch: int = 8, batch: int = 16, samples_per_prompt: int = 8,
          samples_per_class: int = 12, num_heldout: int = 512, feature_net_steps: int = 400,
          sample_batch: int = 48) -> ml_collections.ConfigDict:
     """The demo at any size; `get_config` names the variants."""
@@ -124,7 +124,7 @@ def demo(image_size: int = 32, ae_channels: int = 32, width: int = 64, pixel_wid
                         task="caption")
     # Every class prompt is drawn samples_per_class times per setting (scored by the checker, and the
     # FID sample set); the grids show the first samples_per_prompt of each.
-    config.sampling = {"sampler": "ddim", "steps": 25, "eta": 0.0, "guidance_scale": 4.0,
+    config.sampling = {"sampler": "ddim", "steps": 25, "eta": 0.0, "guidance_scale": 3.0,
                        "samples_per_prompt": samples_per_prompt, "samples_per_class": samples_per_class,
                        "class_prompts": list(CLASS_PROMPTS), "caption_prompts": list(CAPTION_PROMPTS),
                        "batch_size": sample_batch}

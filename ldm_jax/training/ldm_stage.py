@@ -248,15 +248,17 @@ class LatentDiffusionStage:
         holding the cond stage (e.g. an SD checkpoint, or a transformers CLIP text model). The
         specific ones override the whole model's sections. The scale factor is the whole model's
         (its stored one when it was trained with scale_by_std), None without `pretrained.model`.
+        Paths may be hf://org/repo/file references (fetched into the Hub cache, as for sampling).
         Returns ({}, None) when nothing is set.
         """
+        from ldm_jax import hub
         from ldm_jax.convert import compvis
 
         model = self.config.model
         variables, scale_factor = {}, None
         if self.pretrained.get("model"):
             loaded_config, variables = compvis.load_checkpoint(
-                self.pretrained["model"], config_path=ml_collections.ConfigDict({"model": model.to_dict()}),
+                hub.resolve(self.pretrained["model"]), config_path=ml_collections.ConfigDict({"model": model.to_dict()}),
                 use_ema=bool(self.pretrained.get("use_ema", False)))
             scale_factor = float(loaded_config.model.diffusion.scale_factor)
         for section in ("first_stage", "cond_stage"):
@@ -266,7 +268,7 @@ class LatentDiffusionStage:
             if section not in model:
                 raise ValueError(f"pretrained.{section} is set but config.model has no {section}")
             sub_config = ml_collections.ConfigDict({"model": {section: model[section].to_dict()}})
-            _, loaded = compvis.load_checkpoint(path, config_path=sub_config)
+            _, loaded = compvis.load_checkpoint(hub.resolve(path), config_path=sub_config)  # a path or hf://
             variables[section] = loaded[section]
         return variables, scale_factor
 

@@ -416,3 +416,20 @@ def test_pretrained_checkpoints_replace_the_random_weights(tmp_path):
     assert isinstance(loaded.params["unet"]["out:2"]["kernel"], nn.LogicallyPartitioned)
     np.testing.assert_array_equal(np.asarray(loaded.params["unet"]["out:2"]["kernel"].unbox()),
                                   np.asarray(trained["unet"]["params"]["out:2"]["kernel"]))
+
+
+def test_pretrained_checkpoints_may_be_hub_references(tmp_path, monkeypatch):
+    """pretrained.* = hf://org/repo/file resolves through the Hub cache (offline here, pre-filled)."""
+    hf_constants = pytest.importorskip("huggingface_hub.constants")
+    from tests.test_hub import _prefill
+
+    config = experiment(MODES["clip_text"]())
+    trained = random_variables(config, seed=41)
+    compvis.save_checkpoint(tmp_path / "model.safetensors", config, trained)
+    _prefill(tmp_path / "hub", "me/tiny-ldm", {"model.safetensors": tmp_path / "model.safetensors"})
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config.pretrained.first_stage = "hf://me/tiny-ldm/model.safetensors"
+    variables, _ = LatentDiffusionStage.from_config(config).load_pretrained()
+    for a, b in zip(jax.tree.leaves(variables["first_stage"]), jax.tree.leaves(trained["first_stage"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
