@@ -191,7 +191,7 @@ def _train(args) -> int:
 
 
 DEMO_EXAMPLES = """examples:
-  ldm-jax demo --out out                                      # the built-in default: ~20 min on 2 CPU cores
+  ldm-jax demo --out out                                      # the built-in default: ~23 min on 2 CPU cores
   ldm-jax demo --out out --config configs/demo.py:large       # 64x64, longer runs (for an accelerator)
   ldm-jax demo --out out --data-dir /data/captioned_images    # your images, <stem>.txt captions beside them
   ldm-jax demo --out out --config.ldm.train.num_steps=3000    # any field of ldm_jax/demo/config.py
@@ -238,11 +238,19 @@ EVALUATE_EXAMPLES = """examples:
   autoencoder (Tab. 8):  ldm-jax evaluate --checkpoint kl-f8.ckpt --config configs/kl_f8.py \\
       --data /data/imagenet_val --num-samples 50000 --inception-weights pt_inception-2015-12-05-6726825d.pth \\
       --lpips-vgg16-weights vgg16-397923af.pth --lpips-linear-weights vgg.pth --out eval/kl_f8
+  super-resolution (Tab. 5):  ldm-jax evaluate --checkpoint sr.ckpt --config configs/bsr_sr.py \\
+      --data /data/imagenet/val_sr --steps 100 --eta 1 --metrics fid,is,psnr,ssim \\
+      --inception-weights pt_inception-2015-12-05-6726825d.pth --out eval/sr
+  inpainting (Tab. 7):  ldm-jax evaluate --checkpoint last.ckpt --config configs/inpainting_big.py \\
+      --data /data/places/test_512 --image-size 512 --mask-coverage 0.4,0.5 --metrics fid,lpips \\
+      --inception-weights pt_inception-2015-12-05-6726825d.pth \\
+      --lpips-vgg16-weights vgg16-397923af.pth --lpips-linear-weights vgg.pth --out eval/inpainting_hard
   images made elsewhere:  ldm-jax evaluate --samples samples.npz --reference-stats ref.npz \\
       --inception-weights pt_inception-2015-12-05-6726825d.pth --out eval/adm
   toy model on CPU:  ldm-jax evaluate --checkpoint out/ldm/model.safetensors --prompts prompts.txt \\
       --tokenizer out/vocab.txt --num-samples 512 --features builtin --data builtin --out eval/toy
-A rerun with the same --out continues a stopped evaluation with the remaining samples.
+A rerun with the same --out continues a stopped evaluation with the remaining samples; --samples DIR/samples
+scores a finished evaluation's samples again (e.g. against another --data).
 """
 
 
@@ -250,7 +258,9 @@ def _add_evaluate(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="sample a checkpoint (or read images) and compute FID, IS, precision/recall, PSNR, SSIM",
         description="Draws --num-samples images from a diffusion checkpoint with the stated sampler, steps, eta and "
-                    "guidance (or reconstructs --data with an autoencoder, or reads --samples), computes the metrics "
+                    "guidance (a super-resolution model upscales the x4-downsampled images of --data, an inpainting "
+                    "model fills them under fixed evaluation masks; an autoencoder reconstructs --data; or reads "
+                    "--samples), computes the metrics "
                     "against --reference-stats or --data, and writes --out/results.json with every setting, the "
                     "metric values, the software versions, the device and the wall time. Samples are written "
                     "batch by batch to --out/samples/, so a stopped run continues where it ended.",
@@ -258,13 +268,17 @@ def _add_evaluate(commands) -> None:
     add = evaluate.add_argument
     add("--out", required=True, help="the output folder: results.json, settings.json, samples/, cache/")
     source = evaluate.add_argument_group("model source (one of)")
-    source.add_argument("--checkpoint", help="a diffusion model (sampled) or an autoencoder (reconstructs --data): "
+    source.add_argument("--checkpoint", help="a diffusion model (sampled; super-resolution and inpainting models on "
+                                             "the images of --data) or an autoencoder (reconstructs --data): "
                                              ".ckpt / .safetensors / hf://org/repo/file")
-    source.add_argument("--samples", help="generated images: a folder of PNG/JPEG files or an ADM .npz (arr_0)")
+    source.add_argument("--samples", help="generated images: a folder of PNG/JPEG files, an ADM .npz (arr_0), or "
+                                          "an earlier evaluation's --out/samples folder")
     source.add_argument("--config", help="the checkpoint's YAML or configs/*.py (default: the YAML beside it)")
     source.add_argument("--ema", action="store_true", help="take the UNet weights from model_ema.*")
     sampling = evaluate.add_argument_group("sampling")
-    sampling.add_argument("--num-samples", type=int, help="images to score (default 50000; all of --samples)")
+    sampling.add_argument("--num-samples", type=int, help="images to score (default 50000; all of --samples; "
+                                                          "super-resolution / inpainting: all of --data, at most "
+                                                          "50000)")
     sampling.add_argument("--sampler", default="ddim", help="ddim, plms, ddpm, dpm_solver++ or euler")
     sampling.add_argument("--steps", type=int, default=50)
     sampling.add_argument("--eta", type=float, default=0.0)
@@ -275,13 +289,17 @@ def _add_evaluate(commands) -> None:
                                             "(default: the captions of --data)")
     sampling.add_argument("--tokenizer", help="text models: the folder of the tokenizer's vocabulary files")
     sampling.add_argument("--image-size", type=int, help="default: the model's trained size / the samples' size")
+    sampling.add_argument("--mask-coverage", type=_coverage, help="inpainting: LOW,HIGH, the share of each "
+                                                                  "evaluation mask (default 0.1,0.5)")
     sampling.add_argument("--max-batches", type=int, help="draw at most this many batches, then stop (continue "
                                                           "later with the same command)")
     reference = evaluate.add_argument_group("reference")
     reference.add_argument("--reference-stats", help="an .npz of FID statistics (pytorch-fid mu, sigma) or an ADM "
                                                      "reference batch")
     reference.add_argument("--data", help="reference images: builtin (the built-in shapes), an image folder, or a "
-                                          "data config path.py[:variant]; an autoencoder reconstructs them")
+                                          "data config path.py[:variant], read in order; an autoencoder "
+                                          "reconstructs them, a super-resolution model upscales them from their "
+                                          "downsampling, an inpainting model fills them under masks")
     reference.add_argument("--num-reference", type=int, help="reference images to summarise (default: --num-samples)")
     metrics = evaluate.add_argument_group("features and metrics")
     metrics.add_argument("--features", default="inception", help="inception (the paper's FID network, needs "
@@ -298,6 +316,17 @@ def _add_evaluate(commands) -> None:
                             "--out/cache); evaluations may share one")
     add("--no-progress", action="store_true", help="no progress bars")
     evaluate.set_defaults(run=_evaluate)
+
+
+def _coverage(text: str) -> tuple[float, ...]:
+    """--mask-coverage LOW,HIGH -> (low, high); the settings check the range."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (two numbers, e.g. 0.4,0.5), got {text!r}")
+    return values
 
 
 def _evaluate(args) -> int:

@@ -70,6 +70,26 @@ def test_the_sampler_settings_the_paper_prints(all_rows):
     assert rows["table5", "ldm4_100"].steps == 100
 
 
+def test_super_resolution_and_inpainting_rows_sample_their_checkpoint_on_the_data(paper_tables, all_rows):
+    rows = {(row.table, row.row): row for table in all_rows.values() for row in table}
+    sr, inpainting = rows["table5", "ldm4_100"], rows["table7", "big_ft"]
+    for row in (sr, inpainting):
+        settings = paper_tables.run_settings(row)
+        assert settings["checkpoint"] and settings["config"] == row.model.config and "samples" not in settings
+        assert settings["data"].startswith("/data/") and settings["steps"] >= 1
+    assert set(sr.evaluation.metrics) == {"fid", "is", "psnr", "ssim"}
+    # Tab. 5's training-split FID scores the first run's samples again, without sampling.
+    train = paper_tables.run_settings(sr, "train_split")
+    assert train["samples"] == f"{paper_tables.DEFAULT_RESULTS}/{paper_tables.results_name(sr)}/samples"
+    assert "steps" not in train
+    assert train["metrics"] == ["fid"] and train["data"] != sr.evaluation.data
+    # Tab. 7: FID and LPIPS, all masks and the hard (40-50%) ones.
+    assert set(inpainting.evaluation.metrics) == {"fid", "lpips"} and inpainting.evaluation.lpips_vgg16_weights
+    hard = paper_tables.run_settings(inpainting, "hard")
+    assert hard["mask_coverage"] == [0.4, 0.5] and hard["checkpoint"] == inpainting.model.checkpoint
+    assert set(inpainting.ours) == set(inpainting.paper)
+
+
 def test_table_3_and_8_have_toy_rows_with_an_empty_paper_column(all_rows):
     toy = [row for table in (3, 8) for row in all_rows[table] if row.model.toy]
     assert {row.row for row in toy} == {"toy_ldm", "toy_ldm_guided", "toy_kl_f4"}
@@ -134,7 +154,8 @@ def test_tables_render_ours_beside_the_paper_from_results_json(paper_tables, tmp
     results = tmp_path / "results"
     _write_results(results, "table3_ldm4_guided",
                    {"fid": 3.712, "is": 240.1234, "is_std": 4.2, "precision": 0.861, "recall": 0.5049})
-    _write_results(results, "table5_ldm4_100", {"fid": 2.93, "is": 160.04, "is_std": 3.1})
+    _write_results(results, "table5_ldm4_100", {"fid": 2.93, "is": 160.04, "is_std": 3.1, "psnr": 24.06,
+                                                "psnr_std": 3.71, "ssim": 0.6912, "ssim_std": 0.141})
     _write_results(results, "table5_ldm4_100-train_split", {"fid": 4.91})
     _write_results(results, "table8_kl_f8", {"r_fid": 0.951, "psnr": 24.0, "psnr_std": 4.3, "ssim": 0.7,
                                              "ssim_std": 0.15, "lpips": 0.0812, "lpips_std": 0.03})
@@ -152,7 +173,8 @@ def test_tables_render_ours_beside_the_paper_from_results_json(paper_tables, tmp
     assert "DDIM 250 steps, eta 0, s = 1.5, 50,000 samples" in cells[9]
     assert line_of("LDM-4 (ours)").split("|")[2].strip() == "—"                      # not measured yet
     sr = [cell.strip() for cell in line_of("LDM-4 (ours, 100 steps)").split("|")[1:-1]]
-    assert sr[1:6] == ["2.9 / 4.9", "2.8† / 4.8‡", "160.0 ± 3.1", "166.3", "n/a"]
+    assert sr[1:9] == ["2.9 / 4.9", "2.8† / 4.8‡", "160.0 ± 3.1", "166.3", "24.1 ± 3.7", "24.4 ± 3.8",
+                       "0.69 ± 0.14", "0.69 ± 0.14"]
     assert line_of("LDM-4 (ours, big, 100 steps)").split("|")[2].strip() == "n/a"   # no model to measure
     ae = [cell.strip() for cell in line_of("f=8, KL, c=4").split("|")[1:-1]]
     assert ae[1:13] == ["0.95", "0.90", "n/a", "209.90 ± 4.92", "24.00 ± 4.30", "24.19 ± 4.19", "n/a",

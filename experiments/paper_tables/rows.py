@@ -13,7 +13,8 @@ The `tableN.py` files beside this one build their rows with `row(...)`; they loa
                    toy ("autoencoder" or "ldm": a model `paper_tables.py --run-toy` trains; else "")
   evaluation       the `ldm_jax.evaluation.evaluate.EvaluationSettings` fields of the run (sampler, steps,
                    eta, guidance_scale, num_samples, data / reference_stats, features, metrics, ...)
-  samples          images generated elsewhere (`--samples`), for tasks evaluate cannot sample itself
+  samples          images to score instead of sampling the model (`--samples`): generated elsewhere, or
+                   an earlier run's samples/ folder scored again against another reference
   runs             extra runs: name -> evaluation fields (or `samples`) that differ, e.g. another reference set
   reference        what the reference data (and the other placeholder paths) must hold
   notes            where the paper is silent, or where a setting is ours

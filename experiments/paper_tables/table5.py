@@ -4,8 +4,9 @@ Our three rows; Image Regression and SR3 are not ours. None has a released check
 LDM-BSR, configs/bsr_sr.py, is trained on OpenImages with another degradation). The first row's model
 is configs/bsr_sr.py trained with the ImageNet bicubic overrides of its docstring (E.3.4, SR3's
 pipeline); the "big" (552M) and "guiding" (image-based perceptual guider, D.6) rows have no config.
-`ldm-jax evaluate` cannot draw super-resolution samples itself (each needs its own low-resolution
-input), so the row's command scores a folder of upscaled validation images produced beforehand.
+`ldm-jax evaluate` upscales each validation image from its bicubic 64x64 downsampling and scores the
+upscalings (FID, IS, and PSNR / SSIM against their originals); the second run scores the same
+samples again against the training split (FID ‡).
 
   python experiments/paper_tables.py --tables 5
 """
@@ -18,11 +19,13 @@ rows = types.SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).with_na
 TABLE = "table5"
 TITLE = "Tab. 5: x4 upscaling, ImageNet-Val 256x256"
 COLUMNS = ("FID", "IS", "PSNR", "SSIM")
-_OURS = {"FID": ["fid", "train_split:fid"], "IS": ["is"]}
+_OURS = {"FID": ["fid", "train_split:fid"], "IS": ["is"], "PSNR": ["psnr"], "SSIM": ["ssim"]}
 _PAPER_ONLY = "Neither a released checkpoint nor a config exists for this row: the paper's numbers only."
-_SR_NOTES = ("FID: † against features of the validation images, ‡ of the training split (two runs). PSNR / SSIM "
-             "compare each upscaled image with its original: `ldm-jax evaluate` computes them for autoencoder "
-             "reconstructions only, so they stay n/a.")
+_SR_NOTES = ("FID: † against features of the validation images, ‡ of the training split (a second run on the "
+             "first run's samples). PSNR / SSIM: each upscaling against its original, mean ± std over the images.")
+# Where the main run writes its samples: `paper_tables.py` prints its --out as <results>/table5_ldm4_100,
+# with <results> = "results" unless --results names another folder.
+_MAIN_SAMPLES = "results/table5_ldm4_100/samples"
 
 
 def ldm4_100():
@@ -30,18 +33,19 @@ def ldm4_100():
         TABLE, "ldm4_100", "LDM-4 (ours, 100 steps)",
         paper={"FID": "2.8† / 4.8‡", "IS": "166.3", "PSNR": "24.4 ± 3.8", "SSIM": "0.69 ± 0.14"}, ours=_OURS,
         model=rows.config_only_model("configs/bsr_sr.py"),
-        # How the samples are drawn (recorded; the command scores them): 100 DDIM steps as printed.
+        # 100 DDIM steps as printed; one upscaling per validation image (all of --data).
         evaluation=rows.inception_evaluation(sampler="ddim", steps=100, eta=1.0, data="/data/imagenet/val_sr",
-                                             metrics=["fid", "is"]),
-        samples="/data/results/table5_ldm4_100/upscaled",
-        runs={"train_split": {"data": "/data/imagenet/train_sr", "num_reference": 1_281_167, "metrics": ["fid"]}},
-        reference="/data/results/table5_ldm4_100/upscaled: one 256x256 upscaling per image of /data/imagenet/val_sr, "
-                  "drawn from its bicubic (anti-aliased) 64x64 downsampling by the model trained with "
-                  "`ldm-jax train --config configs/bsr_sr.py` and the docstring's ImageNet overrides (no released "
-                  "checkpoint), 100 DDIM steps, eta 1. /data/imagenet/val_sr: the ImageNet validation images whose "
-                  "shorter side is at least 256 px (E.3.4), centre-cropped to 256; /data/imagenet/train_sr: the "
-                  "same filter over the training split (--num-reference must equal its count: ImageNet's 1,281,167 "
-                  "minus the images removed).",
+                                             metrics=["fid", "is", "psnr", "ssim"]),
+        runs={"train_split": {"samples": _MAIN_SAMPLES, "data": "/data/imagenet/train_sr", "num_reference": 1_281_167,
+                              "metrics": ["fid"]}},
+        reference="/ckpt/table5_ldm4_100/model.safetensors: the model trained with `ldm-jax train --config "
+                  "configs/bsr_sr.py` and the docstring's ImageNet overrides (no released checkpoint), exported "
+                  "as a checkpoint. /data/imagenet/val_sr: the ImageNet validation images whose shorter side is at "
+                  "least 256 px (E.3.4), centre-cropped to 256: each is a target, its bicubic (anti-aliased) 64x64 "
+                  "downsampling the model's input; /data/imagenet/train_sr: the same filter over the training split "
+                  f"(--num-reference must equal its count: ImageNet's 1,281,167 minus the images removed). "
+                  f"{_MAIN_SAMPLES}: the samples/ folder of the first run's --out (run it first; "
+                  f"results/ stands for the folder given to paper_tables.py --results).",
         notes=f"Eta: the paper is silent; 1 as the repository's super-resolution notebook helper samples. {_SR_NOTES}")
 
 

@@ -4,9 +4,10 @@ Our four rows; LaMa, CoModGAN, RegionWise, DeepFill v2 and EdgeConnect are not o
 inpainting model is released (configs/inpainting_big.py, `inpainting_big/last.ckpt`); the paper does
 not say whether it is the fine-tuned one: it is attached to "big, w/ ft", the model of Fig. 11 / 22
 (object removal). The 215M "w/ attn" / "w/o attn" models of Tab. 6 have no release and no config.
-`ldm-jax evaluate` cannot draw inpainting samples itself (each needs its image and mask), so the
-command scores a folder of inpainted test crops produced beforehand, in two runs: all 30k crops,
-and the hard ones (40-50% of the crop masked).
+`ldm-jax evaluate` inpaints each test crop under its fixed evaluation mask (ldm_jax/data/masks.py
+`evaluation_mask`, by the crop's index) and scores FID against the crops and LPIPS of each
+inpainting against its crop, in two runs: masks covering 10-50% of the crop, and 40-50% (the hard
+masks).
 
   python experiments/paper_tables.py --tables 7
 """
@@ -27,24 +28,24 @@ def _paper(*values):
 
 
 def big_ft():
-    results = "/data/results/table7_big_ft"
     return rows.row(
         TABLE, "big_ft", "LDM-4 (ours, big, w/ ft)", paper=_paper("9.39", "0.246 ± 0.042", "1.50", "0.137 ± 0.080"),
-        ours={"FID (all)": ["fid"], "FID (40-50% masked)": ["hard:fid"]},
+        ours={"FID (all)": ["fid"], "LPIPS (all)": ["lpips"], "FID (40-50% masked)": ["hard:fid"],
+              "LPIPS (40-50% masked)": ["hard:lpips"]},
         model=rows.released_model("configs/inpainting_big.py"),
-        # How the samples are drawn (recorded; the commands score them).
+        # 512x512 crops (the model runs convolutionally beyond its 256^2 training size), all 30k of --data.
         evaluation=rows.inception_evaluation(sampler="ddim", steps=50, eta=0.0, data="/data/places/test_512",
-                                             metrics=["fid"]),
-        samples=f"{results}/inpainted",
-        runs={"hard": {"samples": f"{results}/inpainted_40-50", "data": "/data/places/test_512_40-50"}},
-        reference=f"/data/places/test_512: the 30,000 512x512 Places test crops of LaMa's protocol; "
-                  f"/data/places/test_512_40-50: those of them with 40-50% of the crop masked. {results}/inpainted "
-                  f"(and inpainted_40-50): one inpainting per crop, same file order, drawn with the released "
-                  f"inpainting_big/last.ckpt at 512x512 from the crop and its LaMa mask, 50 DDIM steps, eta 0.",
+                                             image_size=512, metrics=["fid", "lpips"],
+                                             lpips_vgg16_weights=rows.VGG16_WEIGHTS,
+                                             lpips_linear_weights=rows.LPIPS_LINEAR_WEIGHTS),
+        runs={"hard": {"mask_coverage": [0.4, 0.5]}},
+        reference="/data/places/test_512: the 30,000 512x512 Places test crops of LaMa's protocol, read in file "
+                  "order; crop i is inpainted under ldm_jax's evaluation mask i (boxes and strokes covering "
+                  "10-50% of it; 40-50% in the hard run).",
         notes="Sampler: the paper is silent; 50 DDIM steps, eta 0, the defaults of the repository's "
               "scripts/inpaint.py. Which big model the release is (w/ or w/o the 512^2 fine-tuning) is not stated. "
-              "LPIPS between each inpainting and its original: `ldm-jax evaluate` computes LPIPS for autoencoder "
-              "reconstructions only, so it stays n/a.")
+              "Masks: ours (ldm_jax/data/masks.py, seeded by the crop's index), LaMa-style boxes and strokes in "
+              "place of LaMa's mask files; the hard run draws them with 40-50% coverage, as the paper's subset.")
 
 
 def big_noft():

@@ -10,7 +10,15 @@ What is scored:
 - a diffusion checkpoint: `num_samples` samples (`image_sources.diffusion_sampler`), written batch by
   batch to DIR/samples/ (`sample_store`: a stopped run continues with the missing batches and gives
   the samples of an uninterrupted one); metrics fid, is, precision_recall;
-- `samples`: a folder of images or an ADM `.npz` generated elsewhere; the same metrics;
+- a super-resolution or LDM inpainting checkpoint: its output for each of the first `num_samples`
+  images of `data` (default: all of them, at most 50,000), in order (`image_sources.super_resolver`:
+  the target downsampled by the model's factor and upscaled back; `image_sources.inpainter`: the
+  image under the fixed evaluation mask of its index, `mask_coverage`, known pixels kept), also
+  stored batch by batch; metrics fid (against `data`'s first `num_reference` images, default the
+  originals themselves, or `reference_stats`), is, precision_recall, and psnr, ssim, lpips of each
+  output against its original (Tab. 5: FID, IS, PSNR, SSIM; Tab. 7: FID, LPIPS);
+- `samples`: a folder of images or an ADM `.npz` generated elsewhere, or the samples/ folder of an
+  earlier evaluation (scored again, e.g. against another reference); the same metrics;
 - an autoencoder checkpoint (a first stage alone): the first `num_samples` images of `data`,
   reconstructed (also into DIR/samples/); metrics psnr, ssim, lpips (mean and std over the images,
   as Tab. 8) and r_fid, the FID of the reconstructions against their originals.
@@ -54,6 +62,7 @@ from tqdm.auto import tqdm
 
 import ldm_jax
 from ldm_jax import hub
+from ldm_jax.data import masks
 from ldm_jax.data.config import default_data_config, pipeline_from_config
 from ldm_jax.data.synthetic import SyntheticShapes
 from ldm_jax.diffusion.sampling import SAMPLERS
@@ -94,6 +103,7 @@ class EvaluationSettings:
     prompts: str | None = None            # text models: one prompt per line, cycled
     tokenizer: str | None = None          # text models: the folder of the tokenizer's vocabulary files
     image_size: int | None = None         # default: the model's trained size (the first sample's side)
+    mask_coverage: tuple[float, float] | None = None   # inpainting: masked share (low, high); default 0.1-0.5
     reference_stats: str | None = None
     data: str | None = None
     num_reference: int | None = None      # default: num_samples
@@ -105,6 +115,12 @@ class EvaluationSettings:
     lpips_vgg16_weights: str | None = None
     lpips_linear_weights: str | None = None
     cache_dir: str | None = None          # the feature net and reference statistics (default: DIR/cache)
+
+    def __post_init__(self):
+        # A list (a config, JSON) or a tuple (the CLI) of numbers: the same settings either way.
+        coverage = self.mask_coverage
+        if isinstance(coverage, (list, tuple)) and all(isinstance(v, (int, float)) for v in coverage):
+            object.__setattr__(self, "mask_coverage", tuple(float(v) for v in self.mask_coverage))
 
     def check(self) -> None:
         """Raises ValueError listing every problem found without loading anything."""
@@ -136,6 +152,10 @@ def _number_problems(s: EvaluationSettings) -> list[str]:
         problems.append(f"--eta must be >= 0, got {s.eta}")
     if not 0 <= s.seed < 2**32:
         problems.append(f"--seed must be in [0, 2**32), got {s.seed}")
+    if s.mask_coverage is not None and not (
+            isinstance(s.mask_coverage, tuple) and len(s.mask_coverage) == 2
+            and 0.0 < s.mask_coverage[0] <= s.mask_coverage[1] < 1.0):
+        problems.append(f"--mask-coverage must be LOW,HIGH with 0 < LOW <= HIGH < 1, got {s.mask_coverage}")
     if s.sampler not in SAMPLERS:
         problems.append(f"--sampler: unknown sampler {s.sampler!r}; known: {', '.join(sorted(SAMPLERS))}")
     return problems
@@ -195,7 +215,13 @@ class _Source:
     record: dict[str, Any]        # checked against DIR/settings.json
     conditioning: str | None = None
     draw: Callable[[int, int], np.ndarray] | None = None          # diffusion: (batch index, length) -> uint8
-    reconstruct: Callable[[np.ndarray], np.ndarray] | None = None  # autoencoder: originals -> reconstructions
+    # Autoencoder, super-resolution, inpainting: (batch index, uint8 originals of --data) -> uint8 outputs,
+    # each compared with its original (psnr, ssim, lpips).
+    from_data: Callable[[int, np.ndarray], np.ndarray] | None = None
+
+    @property
+    def paired(self) -> bool:
+        return self.from_data is not None
 
 
 def _path(value: str | None) -> str | None:
@@ -229,14 +255,21 @@ def _open_source(s: EvaluationSettings) -> _Source:
         if s.num_reference is not None:
             raise ValueError("--num-reference does not apply to an autoencoder: R-FID compares the reconstructions "
                              "with their --num-samples originals")
+        if s.mask_coverage is not None:
+            raise ValueError("--mask-coverage applies to inpainting models, not to an autoencoder")
         image_size = s.image_size or int(config.model.first_stage.params.ddconfig.resolution)
+        reconstruct = image_sources.reconstructor(config, variables["first_stage"], s.batch_size)
         return _Source("autoencoder", num_samples, image_size,
                        {"source": "autoencoder", **common, "image_size": image_size, "data": _path(s.data)},
-                       reconstruct=image_sources.reconstructor(config, variables["first_stage"], s.batch_size))
+                       from_data=lambda index, originals: reconstruct(originals))
     pipe = LatentDiffusionPipeline(config, variables)
     traits = ModelTraits.of(pipe)
     conditioning = image_sources.conditioning(traits)
+    if s.mask_coverage is not None and conditioning != "inpainting":
+        raise ValueError(f"--mask-coverage applies to inpainting models; this one is {conditioning.replace('_', '-')}")
     image_size = s.image_size or traits.latent_size * traits.factor
+    if conditioning in image_sources.DATA_TASKS:
+        return _data_task_source(s, pipe, conditioning, image_size, common)
     prompts, captions_from = None, None
     if conditioning == "text":
         if s.prompts:
@@ -258,6 +291,32 @@ def _open_source(s: EvaluationSettings) -> _Source:
     return _Source("diffusion", num_samples, image_size, record, conditioning=conditioning, draw=draw)
 
 
+def _data_task_source(s: EvaluationSettings, pipe, conditioning: str, image_size: int, common: dict) -> _Source:
+    """A super-resolution or inpainting model: its outputs for the images of --data (see the module docstring)."""
+    task = conditioning.replace("_", "-")
+    if not s.data:
+        raise ValueError(f"a {task} model is evaluated on its outputs for the images of --data (the "
+                         f"{'targets' if conditioning == 'super_resolution' else 'originals'}): give --data")
+    if s.guidance_scale != 1.0:
+        raise ValueError(f"--guidance-scale {s.guidance_scale}: a {task} model samples without classifier-free "
+                         "guidance; leave it at 1")
+    if s.num_samples is None:   # all of --data, as many as the default sample count at most
+        length = image_sources.data_length(s.data, image_size)
+        common = {**common, "num_samples": DEFAULT_NUM_SAMPLES if length is None else min(length, DEFAULT_NUM_SAMPLES)}
+    sampling = {"steps": s.steps, "sampler": s.sampler, "eta": s.eta, "seed": s.seed, "image_size": image_size,
+                "batch_size": s.batch_size}
+    record = {"source": "diffusion", "task": conditioning, **common, **sampling, "data": _path(s.data)}
+    if conditioning == "super_resolution":
+        from_data = image_sources.super_resolver(pipe, **sampling)
+        record["sr_factor"] = ModelTraits.of(pipe).factor
+    else:
+        coverage = s.mask_coverage or masks.DEFAULT_COVERAGE
+        from_data = image_sources.inpainter(pipe, coverage=coverage, **sampling)
+        record.update(mask_coverage=list(coverage), mask_seed=image_sources.MASK_SEED)
+    return _Source("diffusion", common["num_samples"], image_size, record, conditioning=conditioning,
+                   from_data=from_data)
+
+
 def _fill(store: sample_store.SampleStore, source: _Source, s: EvaluationSettings, progress: bool,
           max_batches: int | None) -> bool:
     """Draws (or reconstructs) the missing batches, at most `max_batches` of them; whether all are done."""
@@ -265,7 +324,7 @@ def _fill(store: sample_store.SampleStore, source: _Source, s: EvaluationSetting
     todo = set(missing if max_batches is None else missing[:max_batches])
     bar = tqdm(total=len(todo), desc="sampling" if source.kind == "diffusion" else "reconstructing",
                disable=not progress or not todo)
-    if source.kind == "diffusion":
+    if source.draw is not None:
         for index in sorted(todo):
             store.write(index, source.draw(index, store.batch_length(index)))
             bar.update()
@@ -274,7 +333,7 @@ def _fill(store: sample_store.SampleStore, source: _Source, s: EvaluationSetting
         originals = _reference_images(s, source, source.num_samples)
         for index, batch in enumerate(originals):
             if index in todo:
-                store.write(index, source.reconstruct(batch))
+                store.write(index, source.from_data(index, batch))
                 bar.update()
             if index == last:
                 break
@@ -293,12 +352,17 @@ def _reference_images(s: EvaluationSettings, source: _Source, count: int):
 # Which metrics.
 
 
-def resolve_metrics(s: EvaluationSettings, kind: str, num_samples: int) -> tuple[str, ...]:
-    """The metrics to compute: those asked for (each checked to apply), else every one that applies."""
+def resolve_metrics(s: EvaluationSettings, kind: str, num_samples: int, *, paired: bool = False) -> tuple[str, ...]:
+    """The metrics to compute: those asked for (each checked to apply), else every one that applies.
+
+    `paired`: a diffusion model's samples are its outputs for the images of --data (super-resolution,
+    inpainting), so psnr, ssim and lpips against those images apply besides the generated metrics.
+    """
     has_lpips = bool(s.lpips_vgg16_weights)
+    lpips_reason = None if has_lpips else ("needs LPIPS weights: --lpips-vgg16-weights vgg16-397923af.pth "
+                                           "--lpips-linear-weights vgg.pth (lpips v0.1)")
     if kind == "autoencoder":
-        reasons = {"lpips": None if has_lpips else "needs LPIPS weights: --lpips-vgg16-weights vgg16-397923af.pth "
-                                                   "--lpips-linear-weights vgg.pth (lpips v0.1)"}
+        reasons = {"lpips": lpips_reason}
         wrong = {name: "applies to generated samples; an autoencoder is scored on reconstructions (psnr, ssim, "
                        "lpips, r_fid)" for name in GENERATED_METRICS}
     else:
@@ -311,8 +375,13 @@ def resolve_metrics(s: EvaluationSettings, kind: str, num_samples: int) -> tuple
                                                                      "ADM reference batch with arr_0)"}
         if num_samples <= NEIGHBOURHOOD:
             reasons["precision_recall"] = f"needs more than {NEIGHBOURHOOD} samples, got {num_samples}"
-        wrong = {name: "compares reconstructions with their originals: it applies to autoencoder checkpoints"
-                 for name in RECONSTRUCTION_METRICS}
+        if paired:
+            reasons["lpips"] = lpips_reason
+            wrong = {"r_fid": "is the FID of an autoencoder's reconstructions; a model's outputs for --data are "
+                              "scored with fid"}
+        else:
+            wrong = {name: "compares reconstructions with their originals: it applies to autoencoder checkpoints "
+                           "and to super-resolution / inpainting models" for name in RECONSTRUCTION_METRICS}
     applicable = [name for name in METRICS if name not in wrong and reasons.get(name) is None]
     if s.metrics is None:
         if not applicable:
@@ -467,7 +536,9 @@ def _reference(s: EvaluationSettings, source: _Source, network: FeatureNetwork, 
 
 def _per_image_metrics(s: EvaluationSettings, source: _Source, store: sample_store.SampleStore, metrics,
                        progress: bool) -> dict[str, float]:
-    """Mean and std of PSNR / SSIM / LPIPS over the (original, reconstruction) pairs."""
+    """Mean and std of PSNR / SSIM / LPIPS over the (original, output) pairs."""
+    if not {"psnr", "ssim", "lpips"} & set(metrics):
+        return {}
     fns = {"psnr": jax.jit(image_metrics.psnr), "ssim": jax.jit(image_metrics.ssim)}
     if "lpips" in metrics:
         from ldm_jax.convert.lpips_weights import load_lpips_params
@@ -557,7 +628,7 @@ def evaluate(settings: EvaluationSettings, out_dir: str | os.PathLike, *, progre
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     source = _open_source(settings)
-    metrics = resolve_metrics(settings, source.kind, source.num_samples)
+    metrics = resolve_metrics(settings, source.kind, source.num_samples, paired=source.paired)
     sample_store.check_settings(out_dir, source.record)
     store = None
     if source.kind != "samples":
@@ -571,7 +642,7 @@ def evaluate(settings: EvaluationSettings, out_dir: str | os.PathLike, *, progre
     batches = store.batches() if store else image_sources.sample_batches(
         settings.samples, source.num_samples, source.image_size, settings.batch_size)
     values, reference = _score(settings, source, batches, metrics, cache, progress)
-    if source.kind == "autoencoder":
+    if source.paired:
         values.update(_per_image_metrics(settings, source, store, metrics, progress))
     resolved = {**dataclasses.asdict(settings), "num_samples": source.num_samples, "image_size": source.image_size,
                 "num_reference": reference.count, "metrics": list(metrics)}

@@ -9,7 +9,8 @@ the seed `batch_seed(seed, i)`, so batches do not depend on each other: a run th
 the finished batches (each shard is written atomically, so a shard that exists is whole), and the
 next run with the same settings draws only the missing ones; the result is bit for bit that of an
 uninterrupted run on the same machine. `check_settings` refuses to continue a folder started with
-other settings, naming each that differs.
+other settings, naming each that differs. `shard_files` lists a finished folder's shards, so that
+`--samples DIR/samples` scores them again (e.g. against another reference) without drawing them anew.
 """
 import dataclasses
 import json
@@ -23,6 +24,7 @@ from ldm_jax.evaluation import features
 
 SETTINGS_FILE = "settings.json"
 SAMPLES_FOLDER = "samples"
+SHARD_PREFIX, SHARD_SUFFIX = "batch_", ".npz"
 
 
 class SettingsMismatchError(ValueError):
@@ -83,7 +85,7 @@ class SampleStore:
         return min(self.batch_size, self.num_samples - index * self.batch_size)
 
     def path(self, index: int) -> pathlib.Path:
-        return self.folder / f"batch_{index:06d}.npz"
+        return self.folder / f"{SHARD_PREFIX}{index:06d}{SHARD_SUFFIX}"
 
     def is_done(self, index: int) -> bool:
         """Whether batch `index` was written (whole: shards are written atomically) with its length."""
@@ -115,3 +117,31 @@ class SampleStore:
                                     f"(first missing: {self.path(missing[0]).name})")
         for index in range(self.num_batches):
             yield from features.read_npz_images(self.path(index), self.batch_size)
+
+
+def shard_files(folder: str | os.PathLike) -> list[pathlib.Path]:
+    """The sample shards of an evaluation folder (DIR or DIR/samples) in batch order; [] when it holds none.
+
+    Raises ValueError when a shard is missing (an unfinished run, as far as its settings.json tells).
+    """
+    folder = pathlib.Path(folder).expanduser()
+    if (folder / SAMPLES_FOLDER).is_dir():
+        folder = folder / SAMPLES_FOLDER
+    if not folder.is_dir():
+        return []
+    shards = {}
+    for path in folder.glob(f"{SHARD_PREFIX}*{SHARD_SUFFIX}"):
+        number = path.name[len(SHARD_PREFIX):-len(SHARD_SUFFIX)]
+        if number.isdigit():
+            shards[int(number)] = path
+    expected = max(shards, default=-1) + 1
+    settings = folder.parent / SETTINGS_FILE   # the run's own record says how many batches it draws
+    if settings.exists():
+        recorded = json.loads(settings.read_text(encoding="utf-8"))
+        if recorded.get("num_samples") and recorded.get("batch_size"):
+            expected = max(expected, -(-int(recorded["num_samples"]) // int(recorded["batch_size"])))
+    missing = sorted(set(range(expected)) - set(shards))
+    if shards and missing:
+        raise ValueError(f"{folder} lacks sample shard {SHARD_PREFIX}{missing[0]:06d}{SHARD_SUFFIX} (of "
+                         f"{expected}): finish the evaluation that writes it before scoring its samples")
+    return [shards[index] for index in range(len(shards))]

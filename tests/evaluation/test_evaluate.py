@@ -1,4 +1,5 @@
 """`ldm-jax evaluate` end to end on tiny random checkpoints, the built-in feature net and built-in data."""
+import dataclasses
 import json
 
 import ml_collections
@@ -8,8 +9,9 @@ from PIL import Image
 
 from ldm_jax import cli, config_files
 from ldm_jax.convert import checkpoint_files, compvis, lpips_weights
+from ldm_jax.data import degradations, masks
 from ldm_jax.data.synthetic import SyntheticShapes
-from ldm_jax.evaluation import features, image_metrics, sample_store
+from ldm_jax.evaluation import features, image_metrics, image_sources, sample_store
 from ldm_jax.evaluation.evaluate import EvaluationSettings, evaluate
 from ldm_jax.models import components
 from tests.conftest import REPO, random_params, random_pipeline
@@ -30,6 +32,26 @@ def class_checkpoint(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("checkpoints") / "cin_tiny.safetensors"
     compvis.save_checkpoint(path, config, random_pipeline(config, 0).variables)
     return str(path)
+
+
+def _tiny_checkpoint(folder, config_name: str) -> str:
+    """Random weights for the :tiny variant of a config (16x16 images, 4x4 latents), saved as a checkpoint."""
+    config = config_files.load_config(f"{REPO / 'configs' / config_name}.py:tiny")
+    path = folder / f"{config_name}_tiny.safetensors"
+    compvis.save_checkpoint(path, config, random_pipeline(config, 0).variables)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def sr_checkpoint(tmp_path_factory) -> str:
+    """The tiny LDM-BSR: x4 super-resolution, its 4x4 low-resolution input concatenated to the latent."""
+    return _tiny_checkpoint(tmp_path_factory.mktemp("checkpoints"), "bsr_sr")
+
+
+@pytest.fixture(scope="module")
+def inpainting_checkpoint(tmp_path_factory) -> str:
+    """The tiny inpainting_big: [E(masked image), mask] concatenated to the latent."""
+    return _tiny_checkpoint(tmp_path_factory.mktemp("checkpoints"), "inpainting_big")
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +194,70 @@ def test_autoencoder_lpips(toy, autoencoder_checkpoint, real_images, tmp_path):
     assert results["metrics"]["lpips_std"] == pytest.approx(distances.std(), rel=1e-3)
 
 
+def _outputs(out_dir, count: int) -> np.ndarray:
+    return np.concatenate(list(sample_store.SampleStore.in_dir(out_dir, count, 4).batches()))
+
+
+def test_super_resolution_upscales_the_data_and_scores_psnr_ssim(toy, sr_checkpoint, real_images, tmp_path):
+    settings = EvaluationSettings(checkpoint=sr_checkpoint, num_samples=8, steps=2, data="builtin", **toy)
+    results = evaluate(settings, tmp_path, progress=False)
+    assert results["model"] == {"kind": "diffusion", "conditioning": "super_resolution"}
+    assert results["settings"]["metrics"] == ["fid", "precision_recall", "psnr", "ssim"]   # no LPIPS weights
+    assert set(results["metrics"]) == {"fid", "precision", "recall", "psnr", "psnr_std", "ssim", "ssim_std"}
+    assert all(np.isfinite(value) for value in results["metrics"].values())
+
+    # The upscalings (16x16, from 4x4 inputs) in the shards, scored against their targets independently.
+    outputs = _outputs(tmp_path, 8)
+    assert outputs.shape == (8, 16, 16, 3) and outputs.dtype == np.uint8
+    psnr = np.asarray(image_metrics.psnr(real_images[:8], outputs), np.float64)
+    ssim = np.asarray(image_metrics.ssim(real_images[:8], outputs), np.float64)
+    assert results["metrics"]["psnr"] == pytest.approx(psnr.mean(), rel=1e-5)
+    assert results["metrics"]["ssim"] == pytest.approx(ssim.mean(), rel=1e-5)
+    recorded = json.loads((tmp_path / "settings.json").read_text())
+    assert recorded["task"] == "super_resolution" and recorded["sr_factor"] == 4 and recorded["data"] == "builtin"
+    low = image_sources.low_resolution(real_images[:2], 4)
+    np.testing.assert_array_equal(low[1], degradations.bicubic_degradation(real_images[1], 4))
+    assert low.shape == (2, 4, 4, 3)
+
+    with pytest.raises(ValueError, match="without classifier-free guidance"):
+        evaluate(dataclasses.replace(settings, guidance_scale=2.0), tmp_path / "guided", progress=False)
+    with pytest.raises(ValueError, match="r_fid is the FID of an autoencoder"):
+        evaluate(dataclasses.replace(settings, metrics=("r_fid",)), tmp_path / "r_fid", progress=False)
+
+
+def test_inpainting_keeps_the_known_pixels_and_resumes(toy, inpainting_checkpoint, real_images, tmp_path):
+    settings = EvaluationSettings(checkpoint=inpainting_checkpoint, num_samples=8, steps=2, data="builtin",
+                                  metrics=("fid", "psnr", "ssim"), **toy)
+    whole = evaluate(settings, tmp_path / "whole", progress=False)
+    assert whole["model"] == {"kind": "diffusion", "conditioning": "inpainting"}
+    assert set(whole["metrics"]) == {"fid", "psnr", "psnr_std", "ssim", "ssim_std"}
+    assert all(np.isfinite(value) for value in whole["metrics"].values())
+
+    # Image i under evaluation mask i: the pixels outside it are the original's, those inside generated.
+    outputs = _outputs(tmp_path / "whole", 8)
+    generate = np.stack([masks.evaluation_mask(16, 16, index) for index in range(8)])[..., 0] >= 0.5
+    originals = real_images[:8]
+    np.testing.assert_array_equal(outputs[~generate], originals[~generate])
+    assert generate.any() and (outputs[generate] != originals[generate]).any()
+
+    # Stopped after one of two batches, then resumed: the samples and metrics of the whole run.
+    partial = evaluate(settings, tmp_path / "resumed", progress=False, max_batches=1)
+    assert not partial["complete"] and partial["batches_done"] == 1
+    resumed = evaluate(settings, tmp_path / "resumed", progress=False)
+    assert resumed["batches_resumed"] == 1 and resumed["metrics"] == whole["metrics"]
+    np.testing.assert_array_equal(_outputs(tmp_path / "resumed", 8), outputs)
+
+    # The finished run's shards scored again as --samples: the same FID, no model needed.
+    again = evaluate(EvaluationSettings(samples=str(tmp_path / "whole" / "samples"), data="builtin", metrics=("fid",),
+                                        **toy), tmp_path / "again", progress=False)
+    assert again["num_samples"] == 8 and again["metrics"]["fid"] == pytest.approx(whole["metrics"]["fid"], rel=1e-9)
+
+    with pytest.raises(ValueError, match="lpips needs LPIPS weights"):
+        evaluate(dataclasses.replace(settings, metrics=("lpips",)), tmp_path / "lpips", progress=False)
+    with pytest.raises(sample_store.SettingsMismatchError, match=r"mask_coverage: recorded \[0.1, 0.5\]"):
+        evaluate(dataclasses.replace(settings, mask_coverage=(0.4, 0.5)), tmp_path / "whole", progress=False)
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(), "no model source"),
     (dict(checkpoint="model.ckpt", samples="pngs"), "one model source, not both"),
@@ -182,8 +268,9 @@ def test_autoencoder_lpips(toy, autoencoder_checkpoint, real_images, tmp_path):
     (dict(samples="pngs", sampler="heun"), "unknown sampler 'heun'"),
     (dict(samples="pngs", lpips_vgg16_weights="vgg16.pth"), "go together"),
     (dict(samples="missing_folder", features="builtin"), "--samples 'missing_folder' does not exist"),
+    (dict(samples="pngs", features="builtin", mask_coverage=[0.5, 0.4]), "--mask-coverage must be LOW,HIGH"),
 ], ids=["no-source", "two-sources", "unknown-metric", "no-samples", "no-inception-weights", "unknown-features",
-        "unknown-sampler", "half-lpips", "missing-samples"])
+        "unknown-sampler", "half-lpips", "missing-samples", "bad-mask-coverage"])
 def test_bad_settings_are_named(settings, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pngs").mkdir()
