@@ -104,7 +104,8 @@ def demo(image_size: int = 32, ae_channels: int = 32, width: int = 64, pixel_wid
     autoencoder = zoo.autoencoder(_first_stage(ae_channels, image_size, with_loss=True),
                                   zoo.released("", "", "autoencoder of the built-in shapes", repo="ldm-jax"))
     # Both UNets: 8 norm groups (narrow models), and the prompt's mean embedding added to the timestep
-    # embedding besides cross-attention (pooled_context): adherence 25% -> 46% at 1500 steps.
+    # embedding besides cross-attention (pooled_context): with Min-SNR weights, adherence went from
+    # 25% to 46% at 1500 steps.
     narrow = dict(num_groups=8, pooled_context=True, use_spatial_transformer=True, transformer_depth=1,
                   context_dim=width, num_heads=4, num_res_blocks=1, in_channels=3, out_channels=3)
     ldm_unet = zoo.unet(image_size=latent, model_channels=width, attention_resolutions=[1, 2], channel_mult=[1, 2],

@@ -251,12 +251,11 @@ class UNetModel(nn.Module):
         emb = layers.dense(time_embed_dim, name=layers.indexed("time_embed", 2), **kw)(nn.silu(emb))
         if y is not None:
             emb = emb + self._label_embedding(y, time_embed_dim)
-        if self.pooled_context:
-            pooled = jnp.mean(context.astype(self.dtype), axis=1)
-            h = layers.dense(time_embed_dim, name=layers.indexed("context_emb", 0), **kw)(pooled)
-            emb = emb + layers.dense(time_embed_dim, name=layers.indexed("context_emb", 2), **kw)(nn.silu(h))
         if context is not None:
             context = context.astype(self.dtype)
+        if self.pooled_context:
+            h = layers.dense(time_embed_dim, name=layers.indexed("context_emb", 0), **kw)(jnp.mean(context, axis=1))
+            emb = emb + layers.dense(time_embed_dim, name=layers.indexed("context_emb", 2), **kw)(nn.silu(h))
 
         def run(block, h):
             """A TimestepEmbedSequential: ResBlocks get emb, transformers the context."""
