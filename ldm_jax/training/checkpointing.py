@@ -109,7 +109,10 @@ class Checkpointer:
             raise ValueError(f"checkpoint keep must be >= 1, got {keep}")
         if best_mode not in ("min", "max"):
             raise ValueError(f"checkpoint best_mode must be 'min' or 'max', got {best_mode!r}")
+        # Orbax refuses relative paths ("--workdir out" must work): local ones are made absolute.
         self.directory = epath.Path(directory)
+        if not self.directory.is_absolute() and "://" not in str(directory):
+            self.directory = epath.Path(os.path.abspath(directory))
         self.best_metric = best_metric
         self.failed_steps: list[int] = []
         self._pending_step: int | None = None

@@ -93,6 +93,17 @@ def test_state_without_ema_and_data_state(tmp_path, trained):
     assert not (tmp_path / "5" / "ema").exists()
 
 
+def test_a_relative_directory_works(tmp_path, trained, monkeypatch):
+    """`--workdir out` (relative) is saved under the current directory; orbax itself needs absolute paths."""
+    state, abstract = trained
+    monkeypatch.chdir(tmp_path)
+    with Checkpointer("relative/ckpt", async_save=False) as checkpointer:
+        checkpointer.save(3, state)
+        restored, _ = checkpointer.restore(abstract)
+    _assert_same_state(restored, state)
+    assert checkpointer.directory == tmp_path / "relative" / "ckpt" and (tmp_path / "relative" / "ckpt" / "3").is_dir()
+
+
 def test_keeps_the_last_n_and_the_best(tmp_path, trained):
     state, _ = trained
     losses = {1: 0.5, 2: 0.1, 3: 0.4, 4: 0.3, 5: 0.6}
