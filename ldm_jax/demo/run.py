@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ldm_jax import images as image_io
 from ldm_jax.data import shapes_checker, synthetic
 from ldm_jax.data.config import DATASETS, default_data_config, pipeline_from_config
+from ldm_jax.data.transforms import from_model_range
 from ldm_jax.demo import report as report_lib
 from ldm_jax.evaluation import feature_net, fid, image_metrics
 from ldm_jax.models import components, tokenizers
@@ -155,10 +156,9 @@ def _reconstruction(pipe, heldout: dict, batch_size: int, out: pathlib.Path) -> 
     images = heldout["image"]
     recon = np.concatenate([np.clip(np.asarray(pipe.decode(pipe.encode(images[s:s + batch_size]))), -1, 1)
                             for s in range(0, len(images), batch_size)])
-    to_uint8 = lambda x: np.round((x + 1.0) * 127.5).astype(np.uint8)  # noqa: E731  (the saved-image protocol)
-    psnr = np.asarray(image_metrics.psnr(to_uint8(images), to_uint8(recon)))
-    ssim = np.asarray(image_metrics.ssim(to_uint8(images), to_uint8(recon)))
-    pairs = np.concatenate([to_uint8(images[:16]), to_uint8(recon[:16])])
+    psnr = np.asarray(image_metrics.psnr(from_model_range(images), from_model_range(recon)))
+    ssim = np.asarray(image_metrics.ssim(from_model_range(images), from_model_range(recon)))
+    pairs = np.concatenate([from_model_range(images[:16]), from_model_range(recon[:16])])
     _save_grid(pairs, out / "reconstructions.png", rows=2)
     return {"num_images": len(images), "psnr": float(psnr.mean()), "psnr_std": float(psnr.std()),
             "ssim": float(ssim.mean()), "ssim_std": float(ssim.std())}

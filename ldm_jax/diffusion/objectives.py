@@ -108,7 +108,7 @@ def diffusion_loss(schedule: DiffusionSchedule, model_output, target, t, *, loss
     loss_gamma = loss_simple if snr_weights is None else loss_simple * snr_weights
     if logvar is not None:
         logvar_t = jnp.take(logvar, t)
-        loss_gamma = loss_simple / jnp.exp(logvar_t) + logvar_t
+        loss_gamma = loss_gamma / jnp.exp(logvar_t) + logvar_t  # on top of the Min-SNR weights, if any
         metrics["loss_gamma"] = loss_gamma.mean()
     loss = l_simple_weight * loss_gamma.mean()
     loss_vlb = (jnp.take(schedule.lvlb_weights, t) * loss_simple).mean()

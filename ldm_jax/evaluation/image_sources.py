@@ -35,6 +35,7 @@ from ldm_jax.data import degradations, masks
 from ldm_jax.data.config import default_data_config, source_from_config, transform_from_config
 from ldm_jax.data.folder import ImageFolderSource
 from ldm_jax.data.pipeline import make_pipeline
+from ldm_jax.data.transforms import from_model_range
 from ldm_jax.evaluation import feature_net, features, sample_store
 from ldm_jax.models import components
 from ldm_jax.models.distributions import DiagonalGaussian
@@ -70,11 +71,6 @@ def data_config(spec: str, image_size: int, batch_size: int, count: int) -> ml_c
     return data
 
 
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """[-1, 1] floats -> uint8 pixels, rounded (x = p / 127.5 - 1 maps back to p exactly)."""
-    return np.round((np.clip(np.asarray(images, np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
-
-
 def rechunk(batches: Iterable[np.ndarray], count: int, batch_size: int, what: str) -> Iterator[np.ndarray]:
     """The first `count` images of `batches` in batches of exactly `batch_size` (the last one fewer)."""
     pending, held, given = [], 0, 0
@@ -104,7 +100,7 @@ def data_batches(data: ml_collections.ConfigDict, count: int, what: str) -> Iter
                              max_bad_fraction=data.max_bad_fraction,
                              min_records_before_check=data.min_records_before_check)
     try:
-        yield from rechunk((to_uint8(batch["image"]) for batch in pipeline), count, data.batch_size, what)
+        yield from rechunk((from_model_range(batch["image"]) for batch in pipeline), count, data.batch_size, what)
     finally:
         pipeline.close()
 
@@ -320,5 +316,5 @@ def reconstructor(config: ml_collections.ConfigDict, variables: dict, batch_size
         return {"reconstruction": module.apply(variables, latents, method="decode")}
 
     fn = features.sharded_feature_fn(apply, variables, batch_size)
-    return lambda images: to_uint8(fn(images)["reconstruction"])
+    return lambda images: from_model_range(fn(images)["reconstruction"])
 

@@ -95,3 +95,14 @@ def test_min_snr_weights_equalise_the_three_targets(setup):
     per_sample = np.mean(np.square(np.asarray(noise)).reshape(4, -1), axis=1)
     assert float(plain) == pytest.approx(per_sample.mean(), rel=1e-5)
     assert float(weighted) == pytest.approx(np.mean(per_sample * expected_x0 / snr), rel=1e-5)
+
+
+def test_min_snr_weights_combine_with_a_logvar_table(setup):
+    """With a logvar table the weighted loss_simple (not the plain one) is what exp(-logvar) scales."""
+    schedule, x0, noise, t = setup
+    logvar = jnp.full((schedule.num_timesteps,), 0.5)
+    zeros = lambda x_t, steps: jnp.zeros_like(x_t)  # noqa: E731
+    loss, _ = objectives.p_losses(zeros, schedule, x0, t, noise, logvar=logvar, snr_gamma=5.0)
+    per_sample = np.mean(np.square(np.asarray(noise)).reshape(len(t), -1), axis=1)
+    weights = np.asarray(objectives.min_snr_weights(schedule, t, 5.0))
+    assert float(loss) == pytest.approx(np.mean(per_sample * weights / np.exp(0.5) + 0.5), rel=1e-5)
