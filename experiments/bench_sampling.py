@@ -62,11 +62,11 @@ def random_reference_state_dict(params: dict, seed: int = 0) -> dict[str, np.nda
     """
     import flax
     from ldm_jax.convert import compvis
-    from ldm_jax.convert.state_dict import abstract_params
     from ldm_jax.models import unet
+    from ldm_jax.models.abstract import abstract_module_params
 
     module = unet.unet_from_reference(params)
-    abstract = abstract_params(module, *unet.example_inputs(module))
+    abstract = abstract_module_params(module, *unet.example_inputs(module))
     rng = np.random.default_rng(seed)
     flat = {}
     for path, leaf in flax.traverse_util.flatten_dict(abstract).items():
@@ -174,16 +174,16 @@ def run_ours(args, workdir: pathlib.Path) -> dict:
 def _our_sampler(module, steps: int):
     """(fn(variables, x_T, cond, uncond, guidance) -> latents, description): the project's DDIM.
 
-    `LatentSampler` with the pipeline's UNet model_fn is exactly what
+    `LatentSampler` with the UNet wired as `LatentDiffusion.apply_unet` wires it is exactly what
     `LatentDiffusionPipeline.sample_latents` runs (minus the device sharding of the batch): one
     jitted `lax.scan`, one UNet call per step on the [uncond; cond] batch. The progress bar is off.
     """
     from ldm_jax.diffusion.sampling import LatentSampler
     from ldm_jax.diffusion.schedule import DiffusionSchedule
-    from ldm_jax.pipeline import unet_model_fn
 
     schedule = DiffusionSchedule.create("linear", NUM_TIMESTEPS, LINEAR_START, LINEAR_END)
-    sampler = LatentSampler(unet_model_fn(module), schedule, parameterization="eps")
+    model_fn = lambda variables, x, t, cond: module.apply(variables, x, t, context=cond["context"])  # noqa: E731
+    sampler = LatentSampler(model_fn, schedule, parameterization="eps")
 
     def sample(variables, x_T, cond, uncond, guidance):
         return sampler(variables, x_T, {"context": cond}, {"context": uncond}, sampler="ddim", steps=steps,

@@ -1,10 +1,29 @@
-"""Checking a config section against its defaults: unknown fields (with the closest valid name) and
-values of the wrong type, each named by its dotted path. Nested sections are checked recursively.
+"""Config sections as plain data, and checked against their defaults.
+
+`to_plain_dict` turns a ConfigDict (or any mapping, e.g. a section read from YAML) into plain dicts and
+tuples, the form the reference builders and ConfigDicts take. `field_errors` reports unknown fields
+(with the closest valid name) and values of the wrong type, each named by its dotted path; nested
+sections are checked recursively.
 
     errors = field_errors(config.train.to_dict(), default_train_config().to_dict(), "config.train")
 """
 import difflib
-from typing import Mapping
+from typing import Any, Mapping
+
+
+def to_plain_dict(value: Any) -> Any:
+    """ConfigDicts and mappings -> dicts with str keys, lists and tuples -> tuples, recursively.
+
+    Tuples, not lists, whatever file a value came from: they are immutable and hashable, as a Flax
+    module field must be, and compare equal to the tuple defaults of the configs.
+    """
+    if hasattr(value, "to_dict"):  # a ConfigDict, which is not a Mapping
+        value = value.to_dict()
+    if isinstance(value, Mapping):
+        return {str(key): to_plain_dict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(to_plain_dict(item) for item in value)
+    return value
 
 
 def field_errors(values: Mapping, defaults: Mapping, prefix: str, optional: Mapping[str, type] | None = None

@@ -72,9 +72,14 @@ def mask_to_array(mask: ImageLike, height: int, width: int) -> np.ndarray:
     return (grey >= 0.5).astype(np.float32)[None, :, :, None]
 
 
-def nearest_resize(x: np.ndarray, height: int, width: int) -> np.ndarray:
-    """torch `F.interpolate(x, size=(height, width))` (mode "nearest") on NHWC: source index floor(o * in / out)."""
-    x = np.asarray(x)
+def nearest_resize(x, height: int, width: int):
+    """torch `F.interpolate(x, size=(height, width))` (mode "nearest") on NHWC: source index floor(o * in / out).
+
+    A numpy array comes back as numpy, a jax array as jax: the source indices are numpy constants of
+    the static shape, so the function also runs on traced arrays inside `jax.jit`.
+    """
+    if not hasattr(x, "shape"):  # lists and other array-likes; arrays are indexed as they are
+        x = np.asarray(x)
     rows = np.minimum(np.floor(np.arange(height) * (x.shape[1] / height)).astype(np.int64), x.shape[1] - 1)
     cols = np.minimum(np.floor(np.arange(width) * (x.shape[2] / width)).astype(np.int64), x.shape[2] - 1)
     return x[:, rows][:, :, cols]

@@ -62,7 +62,7 @@ def random_params(abstract, seed: int = 0):
 def random_pipeline(config, seed: int = 0):
     """A LatentDiffusionPipeline of `config` with random weights in every section."""
     from ldm_jax.models import components
-    from ldm_jax.pipeline import LatentDiffusionPipeline
+    from ldm_jax import LatentDiffusionPipeline
 
     variables = {section: {"params": random_params(components.abstract_params(config.model[section]), seed + i)}
                  for i, section in enumerate(("first_stage", "unet", "cond_stage")) if section in config.model}

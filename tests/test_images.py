@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from ldm_jax import images, layout, tiled_decode
+from ldm_jax import images, layout
+from ldm_jax.inference import tiled_decode
 
 
 def test_image_round_trip_and_rounding_to_multiples(tmp_path):
@@ -24,6 +25,19 @@ def test_mask_threshold_and_nearest_downsampling():
     assert array.shape == (1, 8, 8, 1) and set(np.unique(array)) == {0.0, 1.0}
     small = images.mask_to_latent(array, 4, 4)
     np.testing.assert_array_equal(small[0, :, :, 0], array[0, ::2, ::2, 0])
+
+
+def test_nearest_resize_picks_torch_source_pixels_in_numpy_and_under_jit():
+    # Rows numbered 0..6 and columns 0..4, so the output shows which source pixel each one took.
+    x = (10 * np.arange(7)[:, None] + np.arange(5)[None, :]).astype(np.float32)[None, :, :, None]
+    small = images.nearest_resize(x, 3, 10)          # down along H, up along W
+    assert isinstance(small, np.ndarray)
+    np.testing.assert_array_equal(small[0, :, 0, 0] // 10, [0, 2, 4])                  # floor(o * 7 / 3)
+    np.testing.assert_array_equal(small[0, 0, :, 0], [0, 0, 1, 1, 2, 2, 3, 3, 4, 4])  # floor(o * 5 / 10)
+    resize = jax.jit(images.nearest_resize, static_argnums=(1, 2))
+    for height, width in ((3, 10), (12, 2)):
+        np.testing.assert_array_equal(np.asarray(resize(jnp.asarray(x), height, width)),
+                                      images.nearest_resize(x, height, width))
 
 
 def test_segmentation_one_hot():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ldm_jax.diffusion import sampling
-from ldm_jax.pipeline import LatentDiffusionPipeline
+from ldm_jax import LatentDiffusionPipeline
 from tests.conftest import assert_matches_reference, nchw_to_nhwc, random_pipeline
 
 
@@ -90,7 +90,7 @@ def test_ddim_eta1_replayed_from_recorded_noise(pipe, sample_npz):
                                   uncond_context=sample_npz["uncond"], sampler="ddim", steps=10, eta=1.0,
                                   guidance_scale=3.0, noise=nhwc(sample_npz["ddim_eta1_noises"]))
     check_run(pipe, sample_npz, "ddim_eta1", latents, inter, calls, with_pred_x0=False)
-    grid = sampling.sampling_grid(pipe.schedule, "ddim", 10)
+    grid = sampling.sampling_grid(pipe.ldm.schedule, "ddim", 10)
     np.testing.assert_array_equal(np.asarray(grid.timesteps)[::-1], sample_npz["ddim_eta1_timesteps"])
     np.testing.assert_allclose(np.asarray(grid.sigma_unit)[::-1], sample_npz["ddim_eta1_sigmas"], rtol=1e-6)
 

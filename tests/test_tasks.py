@@ -1,10 +1,11 @@
-"""Every task of `ldm_jax.tasks.generate` on tiny random models: shapes, mask / strength semantics,
+"""Every task of `ldm_jax.inference.tasks.generate` on tiny random models: shapes, mask / strength semantics,
 concat channel layouts, determinism under a seed."""
 import jax
 import numpy as np
 import pytest
 
-from ldm_jax import tasks, zoo
+from ldm_jax import zoo
+from ldm_jax.inference import tasks
 from tests.conftest import random_pipeline
 
 IMAGE = 16          # pixels; f = 2 first stages -> 8x8 latents

@@ -20,9 +20,10 @@ import yaml
 
 from ldm_jax import config_files
 from ldm_jax.convert import checkpoint_files, reference_config
-from ldm_jax.convert.state_dict import CheckpointMismatchError, abstract_params, load_params, to_state_dict
+from ldm_jax.convert.state_dict import CheckpointMismatchError, load_params, to_state_dict
 from ldm_jax.diffusion.schedule import CHECKPOINT_BUFFERS, DiffusionSchedule
 from ldm_jax.models import components
+from ldm_jax.models.abstract import abstract_module_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +132,7 @@ def save_checkpoint(path: str | os.PathLike, config: ml_collections.ConfigDict, 
     for section, section_variables in variables.items():
         state_dict.update(to_reference_state_dict(config.model[section].kind, section_variables))
     if "diffusion" in config.model:
-        state_dict.update(_schedule(config.model.diffusion).checkpoint_buffers())
+        state_dict.update(DiffusionSchedule.from_config(config.model.diffusion).checkpoint_buffers())
         if config.model.diffusion.scale_by_std:
             state_dict["scale_factor"] = np.asarray(config.model.diffusion.scale_factor, np.float32)
     checkpoint_files.write_safetensors(state_dict, path, metadata={"format": "pt", "written_by": "ldm-jax"})
@@ -146,7 +147,7 @@ def _write_atomically(path: pathlib.Path, text: str) -> None:
 
 
 def _abstract(kind: str, module: nn.Module) -> dict:
-    return abstract_params(module, *components.example_inputs(kind, module))
+    return abstract_module_params(module, *components.example_inputs(kind, module))
 
 
 def _ema_params(abstract, state_dict, source):
@@ -159,17 +160,11 @@ def _ema_params(abstract, state_dict, source):
                        lookup=lambda key: _EMA_PREFIX + ("diffusion_model." + key).replace(".", ""))
 
 
-def _schedule(diffusion: ml_collections.ConfigDict) -> DiffusionSchedule:
-    return DiffusionSchedule.create(diffusion.beta_schedule, diffusion.timesteps, diffusion.linear_start,
-                                    diffusion.linear_end, diffusion.cosine_s,
-                                    parameterization=diffusion.parameterization)
-
-
 def _check_schedule(config, state_dict, path):
     """A checkpoint's stored schedule must be the one its config describes."""
     if "diffusion" not in config.model or "betas" not in state_dict:
         return
-    expected = _schedule(config.model.diffusion).checkpoint_buffers()
+    expected = DiffusionSchedule.from_config(config.model.diffusion).checkpoint_buffers()
     for name in CHECKPOINT_BUFFERS:
         stored = state_dict.get(name)
         if stored is not None and (stored.shape != expected[name].shape

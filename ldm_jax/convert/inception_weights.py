@@ -21,7 +21,8 @@ import flax
 import numpy as np
 
 from ldm_jax.convert import checkpoint_files, state_dict
-from ldm_jax.evaluation import inception
+from ldm_jax.models import inception
+from ldm_jax.models.abstract import abstract_module_params
 
 SOURCE = "FID Inception-v3 state dict"
 _IGNORED_SUFFIX = ".num_batches_tracked"
@@ -29,7 +30,7 @@ _IGNORED_SUFFIX = ".num_batches_tracked"
 
 def abstract_inception_params(module: inception.FIDInceptionV3 | None = None) -> dict:
     """The FID Inception parameter tree as ShapeDtypeStructs (nothing allocated)."""
-    return state_dict.abstract_params(module or inception.FIDInceptionV3(), *inception.example_inputs())
+    return abstract_module_params(module or inception.FIDInceptionV3(), *inception.example_inputs())
 
 
 def inception_params_from_torch(torch_state_dict: Mapping[str, np.ndarray], params_like: Mapping | None = None) -> dict:

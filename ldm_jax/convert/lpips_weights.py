@@ -21,6 +21,7 @@ import numpy as np
 
 from ldm_jax.convert import checkpoint_files, state_dict
 from ldm_jax.models import lpips
+from ldm_jax.models.abstract import abstract_module_params
 
 VGG16_SOURCE = "torchvision VGG16 state dict"
 LINEAR_SOURCE = "lpips v0.1 linear-layer state dict"
@@ -33,7 +34,7 @@ _MODULE_BUFFERS = ("scaling_layer.shift", "scaling_layer.scale")
 def abstract_lpips_params(module: lpips.LPIPS | None = None) -> dict:
     """The LPIPS parameter tree as ShapeDtypeStructs (nothing allocated)."""
     module = module or lpips.LPIPS()
-    return state_dict.abstract_params(module, *lpips.example_inputs(module))
+    return abstract_module_params(module, *lpips.example_inputs(module))
 
 
 def _split(params_like: Mapping) -> tuple[dict, dict]:

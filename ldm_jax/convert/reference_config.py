@@ -14,6 +14,7 @@ import ml_collections
 import yaml
 
 from ldm_jax import zoo
+from ldm_jax.config_checks import to_plain_dict
 
 # Reference classes by name (the module path differs between the CompVis / Stability repos).
 KIND_OF_CLASS = {
@@ -100,7 +101,7 @@ def config_from_reference(document: Mapping, *, base_dir: pathlib.Path | None = 
         warnings.warn(f"{source}: ignoring model.params {dropped}, which do not affect inference here")
     if settings.get("conditioning_key") is None:
         settings["conditioning_key"] = "none"
-    config.model.diffusion = zoo.diffusion(**_plain(settings), cond_stage_source=source_of_condition)
+    config.model.diffusion = zoo.diffusion(**to_plain_dict(settings), cond_stage_source=source_of_condition)
     return config
 
 
@@ -120,7 +121,7 @@ def _component(entry: Any, where: str, base_dir: pathlib.Path | None) -> ml_coll
                                        f"got {params['layer']!r}")
         params = _clip_text_config(params, where, base_dir)
     component = {"kind": kind, "params": params}
-    return ml_collections.ConfigDict(_plain(component))
+    return ml_collections.ConfigDict(to_plain_dict(component))
 
 
 def _clip_text_config(params: Mapping, where: str, base_dir: pathlib.Path | None) -> dict:
@@ -190,13 +191,4 @@ def _lists(value: Any) -> Any:
         return {k: _lists(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_lists(v) for v in value]
-    return value
-
-
-def _plain(value: Any) -> Any:
-    """YAML values as ConfigDict-friendly plain types (lists become tuples)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return tuple(_plain(v) for v in value)
     return value

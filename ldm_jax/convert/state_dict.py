@@ -10,8 +10,10 @@ from typing import Callable, Iterable, Mapping
 
 import flax
 import flax.linen as nn
-import jax
 import numpy as np
+
+# Re-exported for callers that still import it from here; it lives with the models.
+from ldm_jax.models.abstract import abstract_module_params as abstract_params  # noqa: F401
 
 _WEIGHT_LEAVES = ("kernel", "scale", "embedding")
 
@@ -45,13 +47,6 @@ def _reference_shape(path, shape) -> tuple[int, ...]:
     if path[-1] != "kernel":
         return tuple(shape)
     return (shape[-1], shape[-2], *shape[:-2])
-
-
-def abstract_params(module: nn.Module, *example_inputs, **init_kwargs) -> dict:
-    """Shapes and dtypes of `module`'s parameters, without allocating them ({} for a module without any,
-    such as the identity first stage)."""
-    variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *example_inputs, **init_kwargs))
-    return nn.unbox(variables).get("params", {})
 
 
 def expected_keys(params_like: Mapping) -> list[str]:

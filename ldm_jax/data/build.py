@@ -1,87 +1,32 @@
-"""`ldm-jax data build`: convert an image folder or webdataset tar shards into a TFDS ArrayRecord dataset.
+"""Building a TFDS ArrayRecord dataset from an image folder or webdataset tar shards.
 
-    ldm-jax data build --from folder --out ~/tensorflow_datasets --name pets ~/photos/pets
-    ldm-jax data build --from tar --out /data/tfds --name laion_subset --num-shards 64 \\
-        --min-size 256 '/data/laion/{00000..00099}.tar'
+    source = ImageFolderSource("~/photos/pets")           # or a TarShardSource
+    written = build_dataset(source, "~/tensorflow_datasets", default_name("~/photos/pets"))
 
-Every image is decoded once to check it (in `--workers` processes); the ones that do not decode are
-skipped, counted and named in the output. The original file bytes are what gets written (nothing is
-re-encoded). Read the result with `ldm_jax.data.arrayrecord.tfds_source(NAME, data_dir=OUT)` or
-`tfds.data_source(NAME, data_dir=OUT)`.
+Every image is decoded once to check it (in `workers` processes); the ones that do not decode are
+skipped, counted and named in `written.skipped`. The original file bytes are what gets written
+(nothing is re-encoded). Read the result with `ldm_jax.data.arrayrecord.tfds_source(NAME,
+data_dir=OUT)` or `tfds.data_source(NAME, data_dir=OUT)`. The command is `ldm-jax data build`.
 """
-import argparse
 import multiprocessing
 import os
 import re
-import sys
 from typing import Iterator
 
-from ldm_jax.data.arrayrecord import write_dataset
+from ldm_jax.data.arrayrecord import WrittenDataset, write_dataset
 from ldm_jax.data.decode import decode_image, decode_segmentation
-from ldm_jax.data.folder import LABEL_MODES, ImageFolderSource
 from ldm_jax.data.records import BadRecord, Record
-from ldm_jax.data.webdataset import TarShardSource
-
-_EPILOG = """examples:
-  ldm-jax data build --from folder --out ~/tensorflow_datasets --name pets ~/photos/pets
-  ldm-jax data build --from tar --out /data/tfds --name laion_subset --num-shards 64 \\
-      --min-size 256 '/data/laion/{00000..00099}.tar'
-
-then read it with ldm_jax.data.arrayrecord.tfds_source("pets", data_dir="~/tensorflow_datasets")"""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The converter's options, on `parser` (the `data build` sub-command)."""
-    parser.description = ("Convert an image folder (class sub-folders become labels, <stem>.txt / .json "
-                           "captions) or webdataset tar shards into a TFDS ArrayRecord dataset; images that "
-                           "do not decode are skipped and listed.")
-    parser.epilog = _EPILOG
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--from", dest="source_format", choices=("folder", "tar"), required=True,
-                        help="what SRC is: one image folder, or tar shards (paths, brace patterns, globs)")
-    parser.add_argument("--out", required=True, help="TFDS data_dir to write into (the dataset goes to OUT/NAME/1.0.0)")
-    parser.add_argument("--name", default=None,
-                        help="dataset name, snake_case (default: from the source folder's name)")
-    parser.add_argument("--split", default="train", help="split to write (default: train)")
-    parser.add_argument("--num-shards", type=int, default=None,
-                        help="number of ArrayRecord shards (default: by size, as tfds chooses)")
-    parser.add_argument("--labels", choices=LABEL_MODES, default="auto",
-                        help="folder: class sub-folders as labels (default: auto, when every image is in one)")
-    parser.add_argument("--min-size", type=int, default=None,
-                        help="tar: drop samples whose json width/height has a side below this")
-    parser.add_argument("--max-aspect-ratio", type=float, default=None,
-                        help="tar: drop samples whose json width/height ratio (long / short side) is above this")
-    parser.add_argument("--caption-required", action="store_true", help="tar: drop samples without a caption")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="processes that decode images to check them (default: %(default)s; 1 = in-process)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the split if it already exists")
-    parser.add_argument("sources", nargs="+", metavar="SRC", help="the image folder, or the tar shards")
+def build_dataset(source, out: str | os.PathLike, name: str, *, split: str = "train", num_shards: int | None = None,
+                  workers: int = 1, overwrite: bool = False) -> WrittenDataset:
+    """Writes the records of `source` (a random-access source of records) that decode into OUT/NAME.
 
-
-def run(args: argparse.Namespace) -> int:
-    """Runs the conversion described by `args`; prints a summary. Returns the process exit code."""
-    try:
-        source = _open_source(args)
-        name = args.name or default_name(args.sources[0], args.source_format)
-        print(f"converting {source!r} into {os.path.join(args.out, name)} ({args.split})", flush=True)
-        written = write_dataset(_validated(source, args.workers), args.out, name, num_shards=args.num_shards,
-                                split=args.split, class_names=getattr(source, "classes", None) or None,
-                                overwrite=args.overwrite)
-    except (OSError, ValueError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    for key, reason in written.skipped:
-        print(f"skipped {key}: {reason}")
-    if isinstance(source, TarShardSource):
-        if source.filtered:
-            reasons = ", ".join(f"{count} {reason}" for reason, count in source.filtered_by_reason.items() if count)
-            print(f"filtered while indexing: {source.filtered} ({reasons})")
-        for shard, lost in source.lost_members.items():
-            print(f"damaged shard {shard}: {lost} member(s) lost")
-    print(f"wrote {written.num_records} records to {written.directory} in {written.num_shards} shard(s), split "
-          f"{written.split!r}; skipped {len(written.skipped)} bad record(s)")
-    print(f"read it with tfds_source({written.name!r}, split={written.split!r}, data_dir={os.fspath(args.out)!r})")
-    return 0
+    Class names come from the source's `classes`, when it has some. `workers` processes decode the
+    images to check them (1: in this process).
+    """
+    return write_dataset(_validated(source, workers), out, name, num_shards=num_shards, split=split,
+                         class_names=getattr(source, "classes", None) or None, overwrite=overwrite)
 
 
 def default_name(source: str, source_format: str = "folder") -> str:
@@ -90,15 +35,6 @@ def default_name(source: str, source_format: str = "folder") -> str:
     base = os.path.basename(path if source_format == "folder" else os.path.dirname(path))
     name = re.sub(r"[^a-z0-9_]+", "_", base.lower()).strip("_")
     return name if name[:1].isalpha() else f"dataset_{name}".rstrip("_")
-
-
-def _open_source(args: argparse.Namespace):
-    if args.source_format == "folder":
-        if len(args.sources) != 1:
-            raise ValueError(f"--from folder takes exactly one folder, got {len(args.sources)}: {args.sources}")
-        return ImageFolderSource(os.path.expanduser(args.sources[0]), labels=args.labels)
-    return TarShardSource([os.path.expanduser(spec) for spec in args.sources], min_size=args.min_size,
-                          max_aspect_ratio=args.max_aspect_ratio, caption_required=args.caption_required)
 
 
 def validate_record(record: Record) -> Record:

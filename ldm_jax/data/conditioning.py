@@ -1,7 +1,7 @@
 """Task inputs built from a clean training example (the output of `ImageTransform`).
 
 Each `*_example` function returns a new dict: the example plus the inputs of one LDM task, named
-as `ldm_jax.tasks.prepare` names them:
+as `ldm_jax.inference.tasks.prepare` names them:
 
 | function | adds | for |
 |---|---|---|

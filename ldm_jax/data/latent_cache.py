@@ -19,13 +19,11 @@ Files: ArrayRecord shards `shard-p<process>-<n>.array_record` and, written last,
 never pickled: b"LDMJAXL1", a little-endian uint32 header length, a UTF-8 JSON header (scalar fields,
 and name / dtype / shape of each array) and the arrays' raw bytes in header order.
 """
-import argparse
 import json
 import math
 import os
 import pathlib
 import struct
-import sys
 import time
 from typing import Any, Callable, Iterable
 
@@ -193,7 +191,7 @@ def write_latent_cache(batches: Iterable[dict[str, Any]], encoder: FirstStageEnc
                 raise ValueError("a text encoder was given but the dataset's batches hold no 'caption'")
             encoded["context"] = np.asarray(text_encoder(list(batch["caption"])), embedding_dtype)
         for i in range(size):
-            example = {name: _plain(batch[name][i]) for name in _PASSED_THROUGH if name in batch}
+            example = {name: _python_scalar(batch[name][i]) for name in _PASSED_THROUGH if name in batch}
             example.update({name: value[i] for name, value in encoded.items()})
             writer.write(serialize_example(example))
         shapes = {name: list(value.shape[1:]) for name, value in encoded.items()}
@@ -211,7 +209,8 @@ def write_latent_cache(batches: Iterable[dict[str, Any]], encoder: FirstStageEnc
     return description
 
 
-def _plain(value):
+def _python_scalar(value):
+    """A NumPy scalar (np.generic) as the Python scalar JSON takes; anything else as it is."""
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -258,112 +257,3 @@ class LatentCacheSource:
 
     def __repr__(self) -> str:
         return f"LatentCacheSource({str(self.path)!r}, {self.num_records} records, {self.description['encoder']})"
-
-
-# -- `ldm-jax data cache-latents` -----------------------------------------------------------------------
-
-EPILOG = """examples:
-  ldm-jax data cache-latents --checkpoint kl-f8.ckpt --config configs/kl_f8.py \\
-      --dataset folder --data-dir /data/ffhq --image-size 256 --out /data/ffhq-latents
-  ldm-jax data cache-latents --checkpoint sd-v1-4.ckpt --config configs/sd_v1.py --dataset tar \\
-      --shards '/data/laion/{00000..00099}.tar' --image-size 512 --embed-captions \\
-      --tokenizer clip-vit-large-patch14/ --embedding-dtype float16 --out /data/laion-latents
-
-then train on LatentCacheSource("/data/ffhq-latents") instead of the images."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `ldm-jax data cache-latents` (importing nothing heavy: `ldm-jax --help` stays fast)."""
-    parser.epilog = parser.epilog or EPILOG
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--checkpoint", required=True,
-                        help="a first-stage or LDM checkpoint (.ckpt / .safetensors) holding the autoencoder")
-    parser.add_argument("--config", help="its reference YAML or one of configs/*.py (default: the YAML beside it)")
-    parser.add_argument("--out", required=True, help="the folder to write the cache to (must not hold one)")
-    parser.add_argument("--dataset", default="builtin", help="builtin, folder, tar or tfds (as config.data.name)")
-    parser.add_argument("--data-dir", default="", help="folder: the image root; tfds: the TFDS data_dir")
-    parser.add_argument("--tfds-name", default="", help="tfds: the prepared dataset's name")
-    parser.add_argument("--shards", default="", help="tar: shard paths, brace patterns or globs")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--num-records", type=int, default=10_000, help="builtin: how many records")
-    parser.add_argument("--image-size", type=int, default=256,
-                        help="images are resized (smaller side) and centre-cropped to this square")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--worker-count", type=int, default=0, help="worker processes that decode images")
-    parser.add_argument("--max-bad-fraction", type=float, default=0.01,
-                        help="stop when more records than this cannot be read")
-    parser.add_argument("--records-per-shard", type=int, default=10_000)
-    parser.add_argument("--embed-captions", action="store_true",
-                        help="also store the checkpoint's text encoder's embedding of each caption (LDM checkpoints)")
-    parser.add_argument("--tokenizer", help="with --embed-captions: the folder of the tokenizer's vocabulary files")
-    parser.add_argument("--embedding-dtype", default="float32", choices=("float32", "float16"))
-
-
-def _data_config(args):
-    from ldm_jax.data.config import default_data_config, validate_data_config
-
-    data = default_data_config()
-    data.update(dict(name=args.dataset, data_dir=args.data_dir, tfds_name=args.tfds_name, shards=args.shards,
-                     split=args.split, num_records=args.num_records, image_size=args.image_size,
-                     batch_size=args.batch_size, worker_count=args.worker_count,
-                     max_bad_fraction=args.max_bad_fraction, shuffle=False, num_epochs=1))
-    validate_data_config(data, prefix="data")
-    return data
-
-
-def _text_encoder(config, variables, tokenizer_path):
-    """captions -> embeddings with the checkpoint's text cond stage and the tokenizer at `tokenizer_path`."""
-    from ldm_jax import task_inputs
-    from ldm_jax.pipeline import LatentDiffusionPipeline
-
-    if "diffusion" not in config.model or "cond_stage" not in config.model:
-        raise ValueError("--embed-captions needs an LDM checkpoint with a text cond stage; this one holds "
-                         f"{sorted(config.model)}")
-    pipe = LatentDiffusionPipeline(config, variables)
-    traits = task_inputs.ModelTraits.of(pipe)
-    if not traits.is_text:
-        raise ValueError(f"--embed-captions needs a text cond stage, this model's is {traits.cond_kind!r}")
-    tokenize = task_inputs.text_tokenizer(traits, tokenizer_path)
-    return lambda captions: np.asarray(pipe.encode_text(tokenize(captions)))
-
-
-def run(args: argparse.Namespace) -> int:
-    """`ldm-jax data cache-latents`: encode a dataset once with a checkpoint's first stage."""
-    import jax
-
-    from ldm_jax.convert import compvis
-    from ldm_jax.data.config import DataConfigError, source_from_config, transform_from_config
-    from ldm_jax.data.pipeline import make_pipeline
-    from ldm_jax.models import components
-
-    try:
-        data = _data_config(args)
-    except DataConfigError as error:
-        print(f"ldm-jax data cache-latents: {error}", file=sys.stderr)
-        return 2
-    if args.embed_captions and not args.tokenizer:
-        print("ldm-jax data cache-latents: --embed-captions needs --tokenizer (the folder of the text encoder's "
-              "vocabulary files)", file=sys.stderr)
-        return 2
-    start = time.perf_counter()
-    config, variables = compvis.load_checkpoint(args.checkpoint, args.config)
-    if "first_stage" not in variables:
-        raise ValueError(f"{args.checkpoint}: no first stage in this checkpoint (it holds {sorted(variables)})")
-    encoder = FirstStageEncoder(components.build(config.model.first_stage.to_dict()), variables["first_stage"])
-    text_encoder = _text_encoder(config, variables, args.tokenizer) if args.embed_captions else None
-    pipeline = make_pipeline(source_from_config(data), transform_from_config(data), batch_size=data.batch_size,
-                             seed=0, shuffle=False, num_epochs=1, drop_remainder=False,
-                             worker_count=data.worker_count, max_bad_fraction=data.max_bad_fraction)
-    diffusion = config.model.get("diffusion")
-    metadata = {"checkpoint": str(args.checkpoint), "first_stage": config.model.first_stage.to_dict(),
-                "scale_factor": None if diffusion is None else float(diffusion.scale_factor),
-                "data": data.to_dict()}
-    with pipeline:
-        description = write_latent_cache(
-            pipeline, encoder, args.out, text_encoder=text_encoder, embedding_dtype=args.embedding_dtype,
-            records_per_shard=args.records_per_shard, process_index=jax.process_index(), metadata=metadata,
-            log=print)
-    bad = (description["pipeline_statistics"] or {}).get("bad_records", 0)
-    print(f"wrote {description['num_records']} records ({', '.join(description['shapes'])}; {bad} bad records "
-          f"skipped) in {len(description['shards'])} shard(s) to {args.out} in {time.perf_counter() - start:.1f}s")
-    return 0

@@ -1,7 +1,7 @@
 """Inpainting masks: random boxes, thick free-form strokes (LaMa-style), their mix, fixed evaluation masks.
 
 Every mask is a float32 (H, W, 1) array of {0, 1}, where 1 marks the region to generate (white =
-generate, the convention of `ldm_jax/task_inputs.py` and `ldm_jax/images.mask_to_array`).
+generate, the convention of `ldm_jax/inference/inputs.py` and `ldm_jax/images.mask_to_array`).
 
 A mask is built by drawing a target coverage uniformly in `coverage` = (low, high), then adding
 random elements (boxes or strokes) until the masked share reaches the target; an element that would

@@ -166,7 +166,7 @@ def _reconstruction(pipe, heldout: dict, batch_size: int, out: pathlib.Path) -> 
 
 def run_demo(config, out, *, progress: bool = True) -> dict:
     """Runs the demo `config` (see `ldm_jax.demo.config`) into the folder `out`; returns the report."""
-    from ldm_jax.pipeline import LatentDiffusionPipeline
+    from ldm_jax.inference.pipeline import LatentDiffusionPipeline
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -99,6 +99,13 @@ class DiffusionSchedule:
         return cls(**{name: jnp.asarray(value) for name, value in buffers.items()},
                    lvlb_weights=jnp.asarray(lvlb))
 
+    @classmethod
+    def from_config(cls, diffusion) -> "DiffusionSchedule":
+        """The schedule of a model config's `diffusion` section (every field the reference reads)."""
+        return cls.create(diffusion.beta_schedule, diffusion.timesteps, diffusion.linear_start,
+                          diffusion.linear_end, diffusion.cosine_s, v_posterior=diffusion.v_posterior,
+                          parameterization=diffusion.parameterization)
+
     def checkpoint_buffers(self) -> dict[str, np.ndarray]:
         """The persistent buffers under their checkpoint key names."""
         return {name: np.asarray(getattr(self, name)) for name in CHECKPOINT_BUFFERS}

@@ -4,14 +4,16 @@
     inception_score(logits, splits=10) -> (mean, std)
     precision_recall(real_features, fake_features, k=3) -> (precision, recall)
 
-The feature networks (the FID Inception-v3 in `inception`, VGG-16 fc2 in `precision_recall`), the
-streaming, sharded extraction and the statistics files (`features`) and the per-image metrics
-(`image_metrics`) live in their own modules. The two functions above shadow the modules of the same
-name as package attributes: import other names from those modules with `from ... import`, e.g.
-`from ldm_jax.evaluation.precision_recall import VGG16Fc2`.
+The feature networks (the FID Inception-v3 in `ldm_jax.models.inception`, VGG-16 fc2 in
+`precision_recall`), the streaming, sharded extraction and the statistics files (`features`) and the
+per-image metrics (`image_metrics`) live in their own modules. The two functions above shadow the
+modules of the same name as package attributes: import other names from those modules with
+`from ... import`, e.g. `from ldm_jax.evaluation.precision_recall import VGG16Fc2`.
 """
 from ldm_jax.evaluation import fid
 from ldm_jax.evaluation.inception_score import inception_score
 from ldm_jax.evaluation.precision_recall import precision_recall
+# The old home of the FID Inception-v3, kept until `features` imports it from `ldm_jax.models`.
+from ldm_jax.models import inception  # noqa: F401
 
 __all__ = ["fid", "inception_score", "precision_recall"]

@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldm_jax.evaluation import inception
-from ldm_jax.models import lpips
+from ldm_jax.models import inception, lpips
 
 DATA_RANGE = 255.0
 SSIM_SIGMA = 1.5

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from ldm_jax import config_files, task_inputs, tasks
+from ldm_jax import config_files
 from ldm_jax import images as image_io
 from ldm_jax.data import degradations, masks
 from ldm_jax.data.config import default_data_config, source_from_config, transform_from_config
@@ -39,7 +39,10 @@ from ldm_jax.data.transforms import from_model_range
 from ldm_jax.evaluation import feature_net, features, sample_store
 from ldm_jax.models import components
 from ldm_jax.models.distributions import DiagonalGaussian
-from ldm_jax.task_inputs import ModelTraits, text_tokenizer
+from ldm_jax.inference import inputs as task_inputs
+from ldm_jax.inference import tasks
+from ldm_jax.inference.inputs import text_tokenizer
+from ldm_jax.ldm import ModelTraits
 
 BUILTIN = "builtin"
 # The tasks whose samples are a model's outputs for the images of --data, compared with them.
@@ -210,7 +213,7 @@ def diffusion_sampler(pipe, *, steps: int, sampler: str, eta: float, guidance_sc
 
     Every batch is drawn at the full `batch_size` (one compilation), the padding cut off after.
     """
-    traits = ModelTraits.of(pipe)
+    traits = pipe.traits
     kind = conditioning(traits)
     if kind == "text":
         if not prompts:
@@ -257,7 +260,7 @@ def super_resolver(pipe, *, steps: int, sampler: str, eta: float, seed: int, ima
     (its low-resolution input is concatenated at latent size) and upscaled back to `image_size`;
     drawn at the full `batch_size` (one compilation) with the seed `batch_seed(seed, index)`.
     """
-    traits = ModelTraits.of(pipe)
+    traits = pipe.traits
     _check_side(traits, image_size)
 
     def upscale(index: int, targets: np.ndarray) -> np.ndarray:
@@ -282,11 +285,11 @@ def inpainter(pipe, *, steps: int, sampler: str, eta: float, seed: int, image_si
     """inpaint(index, originals) -> the uint8 inpaintings of batch `index` of an LDM inpainting model.
 
     Image j (= index * batch_size + k) is masked by `evaluation_masks` mask j; the model sees
-    [E(masked image), mask] (`task_inputs.ldm_inpainting_concat`), and the output keeps the original's
+    [E(masked image), mask] (`inference.inputs.ldm_inpainting_concat`), and the output keeps the original's
     known pixels exactly (composited in 8 bits). Drawn at the full `batch_size` with the seed
     `batch_seed(seed, index)`, its x_T and sampler keys split from it as `tasks.generate` does.
     """
-    traits = ModelTraits.of(pipe)
+    traits = pipe.traits
     _check_side(traits, image_size)
     latent_shape = (batch_size, image_size // traits.factor, image_size // traits.factor, traits.latent_channels)
 

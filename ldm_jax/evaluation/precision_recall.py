@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ldm_jax.convert import checkpoint_files, state_dict
-from ldm_jax.evaluation import inception
-from ldm_jax.models import layers, lpips
+from ldm_jax.models import inception, layers, lpips
+from ldm_jax.models.abstract import abstract_module_params
 
 Dtype = Any
 
@@ -156,7 +156,7 @@ class VGG16Fc2(nn.Module):
 
 def abstract_vgg16_params(module: VGG16Fc2 | None = None) -> dict:
     """The VGG16Fc2 parameter tree as ShapeDtypeStructs (nothing allocated)."""
-    return state_dict.abstract_params(module or VGG16Fc2(), jnp.zeros((1, 32, 32, 3), jnp.uint8))
+    return abstract_module_params(module or VGG16Fc2(), jnp.zeros((1, 32, 32, 3), jnp.uint8))
 
 
 def _fc1_channels(params_like: Mapping) -> int:

@@ -4,14 +4,15 @@
 kind's `*_from_reference` builder. `example_inputs` gives the small inputs whose `init` creates every
 parameter, and `count_params` sizes a component without allocating it (`jax.eval_shape`).
 """
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from ldm_jax.convert import state_dict
+from ldm_jax.config_checks import to_plain_dict
 from ldm_jax.models import autoencoder, bert_embedder, clip_text, conditioners, open_clip_text, unet
+from ldm_jax.models.abstract import abstract_module_params
 
 Builder = Callable[..., nn.Module]
 ExampleInputs = Callable[[nn.Module], tuple]
@@ -31,15 +32,6 @@ KINDS: dict[str, tuple[Builder, ExampleInputs]] = {
 }
 
 
-def _plain(value: Any) -> Any:
-    """ConfigDicts / mappings -> dicts, recursively (builders expect plain reference mappings)."""
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    return value
-
-
 def _entry(kind: str) -> tuple[Builder, ExampleInputs]:
     if kind not in KINDS:
         raise ValueError(f"unknown component kind {kind!r}; expected one of {sorted(KINDS)}")
@@ -49,7 +41,7 @@ def _entry(kind: str) -> tuple[Builder, ExampleInputs]:
 def _unpack(component: Mapping) -> tuple[str, dict]:
     if not isinstance(component, Mapping) and not hasattr(component, "to_dict"):
         raise TypeError(f"a component is a mapping {{kind, params}}, got {type(component).__name__}")
-    component = _plain(component)
+    component = to_plain_dict(component)  # builders expect plain reference mappings
     missing = {"kind", "params"} - set(component)
     extra = set(component) - {"kind", "params"}
     if missing or extra:
@@ -77,7 +69,7 @@ def abstract_params(component: Mapping, **module_kwargs) -> dict:
     """The parameter tree of `component` as ShapeDtypeStructs (nothing allocated)."""
     kind, _ = _unpack(component)
     module = build(component, **module_kwargs)
-    return state_dict.abstract_params(module, *example_inputs(kind, module))
+    return abstract_module_params(module, *example_inputs(kind, module))
 
 
 def count_params(component: Mapping) -> int:

@@ -42,7 +42,7 @@ Training fields (`default_autoencoder_train_config()`, merged into the experimen
   precision.compute_dtype, precision.remat
 """
 import dataclasses
-from typing import Any, Mapping
+from typing import Mapping
 
 import flax
 import flax.linen as nn
@@ -51,7 +51,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from ldm_jax.config_checks import to_plain_dict
 from ldm_jax.models import components, layers
+from ldm_jax.models.abstract import abstract_module_params
 from ldm_jax.models.lpips import LPIPS, example_inputs as lpips_example_inputs
 from ldm_jax.training import optimizers
 from ldm_jax.training.autoencoder_loss import LPIPSWithDiscriminator, VQLPIPSWithDiscriminator, loss_from_reference
@@ -113,10 +115,6 @@ class AutoencoderTrainSettings:
         return None
 
 
-def _plain(value: Any) -> Any:
-    return value.to_dict() if hasattr(value, "to_dict") else value
-
-
 class AutoencoderStage:
     """`TrainStage` for a KL or VQ first stage with its reference loss (see the module docstring)."""
 
@@ -124,7 +122,7 @@ class AutoencoderStage:
                  optimizer=None, precision: optimizers.Precision | None = None,
                  train: AutoencoderTrainSettings | None = None, lpips_params: Mapping | None = None,
                  lpips_module: LPIPS | None = None):
-        model_config = _plain(model_config)
+        model_config = to_plain_dict(model_config)
         self.kind = model_config["kind"]
         if self.kind not in ("autoencoder_kl", "vq"):
             raise ValueError(f"model.first_stage.kind must be 'autoencoder_kl' or 'vq' to train it, got {self.kind!r}")
@@ -135,7 +133,7 @@ class AutoencoderStage:
                         "state_from_variables)" if name == "ckpt_path" else " (leave it unset)")
                 raise ValueError(f"model.first_stage.params.{name}={params[name]!r} is not supported by the "
                                  f"autoencoder stage{hint}")
-        loss_config = _plain(loss_config) if loss_config is not None else params.get("lossconfig")
+        loss_config = to_plain_dict(loss_config) if loss_config is not None else params.get("lossconfig")
         if loss_config is None:
             raise ValueError("the autoencoder stage needs a loss: model.first_stage.params.lossconfig, or loss_config")
         self.loss = loss_from_reference(loss_config)
@@ -161,7 +159,7 @@ class AutoencoderStage:
             _check_lpips_params(self.lpips, lpips_params)
         self.lpips_params = lpips_params
         optimizer = optimizer if optimizer is not None else default_autoencoder_train_config().optimizer
-        self.accumulate = int(_plain(optimizer).get("accumulate_grad_batches") or 1)
+        self.accumulate = int(to_plain_dict(optimizer).get("accumulate_grad_batches") or 1)
         self.learning_rate = float(learning_rate)
         self.generator_tx = optimizers.make_optimizer(optimizer, self.lr_g_factor * self.learning_rate)
         self.discriminator_tx = optimizers.make_optimizer(optimizer, self.learning_rate)
@@ -389,9 +387,7 @@ class AutoencoderStage:
 
 def _check_lpips_params(module: LPIPS, params: Mapping) -> None:
     """Raises ValueError naming each LPIPS parameter that is missing, unexpected or misshapen."""
-    from ldm_jax.convert import state_dict
-
-    expected = flax.traverse_util.flatten_dict(state_dict.abstract_params(module, *lpips_example_inputs(module)))
+    expected = flax.traverse_util.flatten_dict(abstract_module_params(module, *lpips_example_inputs(module)))
     given = flax.traverse_util.flatten_dict(nn.unbox(flax.core.unfreeze(params)))
     name = "/".join
     misshapen = [f"{name(path)} has shape {tuple(given[path].shape)}, expected {tuple(spec.shape)}"

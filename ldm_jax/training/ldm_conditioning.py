@@ -1,7 +1,7 @@
 """What an LDM is conditioned on during training: batch fields -> the UNet's {concat, context, y}.
 
-`ConditioningPlan.of(config)` reads the model config once (through `task_inputs.ModelTraits`, the
-facts the sampling side uses too) and says which batch fields feed which UNet input:
+`ConditioningPlan.of(ldm)` reads the model's traits (`ldm_jax.ldm.ModelTraits`, the facts the
+sampling side uses too) and says which batch fields feed which UNet input:
 
 | model (conditioning_key, source) | batch fields | UNet input | unconditional (dropped) input |
 |---|---|---|---|
@@ -15,21 +15,21 @@ facts the sampling side uses too) and says which batch fields feed which UNet in
 | SD inpainting (hybrid, in = 2C + 1) | "mask", "masked_image" + text | concat [mask, scale E(masked)] + context | text only (as SD) |
 | ADM class (adm) | "label" (int classes) or "y" (vectors) | y | class num_classes - 1 / zeros |
 
-Concat inputs follow `ldm_jax.task_inputs` (the sampling side), the masks and masked images are
+Concat inputs follow `ldm_jax.inference.inputs` (the sampling side), the masks and masked images are
 the data pipeline's (`ldm_jax.data.conditioning.inpainting_example`: mask 1 = generate; use
 data.mask_fill -1 for LDM inpainting, 0 for SD inpainting). Dropping happens before a trainable
 encoder, so it learns the unconditional embedding, as the reference's `ucg_training` does.
 """
 import dataclasses
-import types
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ldm_jax import images as image_io
 from ldm_jax import layout
-from ldm_jax.task_inputs import ModelTraits
+from ldm_jax.ldm import LatentDiffusion, ModelTraits
 
 # bert-base-uncased's [CLS], [SEP] and [PAD] (the LDM BERTEmbedder's tokenizer).
 BERT_CLS, BERT_SEP, BERT_PAD = 101, 102, 0
@@ -70,13 +70,6 @@ def unconditional_tokens(cond_kind: str, cond_params: dict, length: int) -> np.n
     return tokens
 
 
-def nearest_resize(x: jax.Array, height: int, width: int) -> jax.Array:
-    """torch `F.interpolate(x, size)` (nearest) on NHWC, traceable (`ldm_jax.images.nearest_resize`)."""
-    rows = np.minimum(np.floor(np.arange(height) * (x.shape[1] / height)).astype(np.int32), x.shape[1] - 1)
-    cols = np.minimum(np.floor(np.arange(width) * (x.shape[2] / width)).astype(np.int32), x.shape[2] - 1)
-    return jnp.take(jnp.take(x, rows, axis=1), cols, axis=2)
-
-
 def _where(drop, dropped, kept):
     """Per-sample choice between the unconditional and the real input (drop: (N,) bool or None)."""
     if drop is None:
@@ -92,15 +85,15 @@ class ConditioningPlan:
     cond_trainable: bool
 
     @classmethod
-    def of(cls, config) -> "ConditioningPlan":
-        traits = ModelTraits.of(types.SimpleNamespace(config=config))
-        plan = cls(traits.conditioning_key, traits, bool(config.model.diffusion.cond_stage_trainable))
+    def of(cls, ldm: LatentDiffusion) -> "ConditioningPlan":
+        traits = ldm.traits
+        plan = cls(traits.conditioning_key, traits, bool(ldm.diffusion.cond_stage_trainable))
         plan.check()
         return plan
 
     @property
     def has_cond_stage(self) -> bool:
-        return self.traits.cond_stage_source == "model"
+        return self.traits.has_cond_stage
 
     @property
     def text_field(self) -> str:
@@ -200,7 +193,7 @@ class ConditioningPlan:
         for name in ("mask", "masked_image"):
             if name not in batch:
                 raise _missing(batch, name, "an inpainting model (data.task inpainting)")
-        mask = nearest_resize(jnp.asarray(batch["mask"], jnp.float32), height, width)
+        mask = image_io.nearest_resize(jnp.asarray(batch["mask"], jnp.float32), height, width)
         masked = jnp.asarray(batch["masked_image"], jnp.float32)
         if t.is_ldm_inpainting:  # the reference's cond_stage_model.encode: no scale, the mode of a KL posterior
             return jnp.concatenate([encode_first_stage(masked, rng, False), 2.0 * mask - 1.0], axis=-1)

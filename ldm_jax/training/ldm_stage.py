@@ -46,10 +46,7 @@ import optax
 
 from ldm_jax.diffusion import objectives
 from ldm_jax.diffusion.sampling import LatentSampler
-from ldm_jax.diffusion.schedule import DiffusionSchedule
-from ldm_jax.models import components
-from ldm_jax.models.distributions import DiagonalGaussian
-from ldm_jax.pipeline import unet_model_fn
+from ldm_jax.ldm import LatentDiffusion
 from ldm_jax.training import optimizers
 from ldm_jax.training.ema import EmaSettings, ema_init, ema_update
 from ldm_jax.training.ldm_conditioning import ConditioningPlan
@@ -122,34 +119,21 @@ class LatentDiffusionStage:
     def __init__(self, config: ml_collections.ConfigDict, *, learning_rate: float,
                  optimizer=None, ema: EmaSettings | None = None, precision: optimizers.Precision | None = None,
                  train: LdmTrainSettings | None = None, pretrained=None):
-        model = config.model
-        for section in ("first_stage", "unet", "diffusion"):
-            if section not in model:
-                raise ValueError(f"config.model has no {section!r}: not a latent diffusion config "
-                                 f"(sections: {sorted(model)})")
-        self.config = config
-        self.diffusion = model.diffusion
         self.precision = precision or optimizers.Precision()
+        self.ldm = LatentDiffusion(config, remat=self.precision.remat, **self.precision.module_kwargs())
+        self.config = config
+        self.diffusion = config.model.diffusion
         self.train = train or LdmTrainSettings()
         self.ema = ema or EmaSettings(use_ema=bool(self.diffusion.use_ema))
         self.pretrained = dict(pretrained or {})
         self.learning_rate = float(learning_rate)
         self.tx = optimizers.make_optimizer(optimizer, self.learning_rate)
-        self.plan = ConditioningPlan.of(config)
-
-        kw = self.precision.module_kwargs()
-        self.first_stage_kind = model.first_stage.kind
-        self.first_stage = components.build(model.first_stage.to_dict(), **kw)
-        self.unet = components.build(model.unet.to_dict(), remat=self.precision.remat, **kw)
-        self.cond_stage = components.build(model.cond_stage.to_dict(), **kw) if self.plan.has_cond_stage else None
-        self.schedule = DiffusionSchedule.create(
-            self.diffusion.beta_schedule, self.diffusion.timesteps, self.diffusion.linear_start,
-            self.diffusion.linear_end, self.diffusion.cosine_s, v_posterior=self.diffusion.v_posterior,
-            parameterization=self.diffusion.parameterization)
+        self.plan = ConditioningPlan.of(self.ldm)
+        self.unet, self.cond_stage, self.schedule = self.ldm.unet, self.ldm.cond_stage, self.ldm.schedule
         if self.diffusion.scale_by_std and float(self.diffusion.scale_factor) != 1.0:
             raise ValueError("diffusion.scale_by_std estimates the scale factor: diffusion.scale_factor must be 1 "
                              f"with it (the reference asserts the same), got {self.diffusion.scale_factor}")
-        self.sampler = LatentSampler(unet_model_fn(self.unet), self.schedule, self.diffusion.parameterization)
+        self.sampler = LatentSampler(self.ldm.apply_unet, self.schedule, self.diffusion.parameterization)
         self._log_images = jax.jit(self._log_images_impl)
 
     @classmethod
@@ -173,16 +157,7 @@ class LatentDiffusionStage:
         Parameters keep the modules' logical-axis boxes (`nn.LogicallyPartitioned`), so
         `nn.get_partition_spec(jax.eval_shape(stage.init_state, ...))` gives the state's shardings.
         """
-        keys = dict(zip(("first_stage", "unet", "cond_stage"), jax.random.split(rng, 3)))
-        modules = {"first_stage": (self.first_stage_kind, self.first_stage),
-                   "unet": ("unet", self.unet)}
-        if self.cond_stage is not None:
-            modules["cond_stage"] = (self.config.model.cond_stage.kind, self.cond_stage)
-        # A module without parameters (the identity first stage) inits to {}; give it the {"params": ...}
-        # form checkpoints load as, so loaded variables replace it like any other section's.
-        variables = {name: {"params": {}, **module.init(keys[name], *components.example_inputs(kind, module))}
-                     for name, (kind, module) in modules.items()}
-        return self.state_from_variables(variables)
+        return self.state_from_variables(self.ldm.init_variables(rng))
 
     def state_from_variables(self, variables: dict, step: int = 0) -> TrainState:
         """A fresh state (optimizer and EMA initialised) from variables {"first_stage", "unet", "cond_stage"?},
@@ -274,16 +249,6 @@ class LatentDiffusionStage:
 
     # -- the step ---------------------------------------------------------------------------------------
 
-    def _encode_first_stage(self, variables, images, rng, sample: bool) -> jax.Array:
-        """The unscaled latent of images: a KL posterior sample (or mode), VQ's pre-quantisation h, or
-        the images themselves (identity)."""
-        posterior = self.first_stage.apply(variables, images, method="encode")
-        if not isinstance(posterior, DiagonalGaussian):  # as the reference get_first_stage_encoding
-            return posterior.astype(jnp.float32)
-        if not sample:
-            return posterior.mode()
-        return posterior.sample_from_noise(jax.random.normal(rng, posterior.mean.shape, jnp.float32))
-
     def latents(self, frozen, batch: Batch, rng: jax.Array, sample: bool = True) -> jax.Array:
         """Unscaled latents (N, h, w, C) float32: from the batch's cache fields, else encoded from "image"."""
         if "mean" in batch and "std" in batch:  # a KL latent cache: z = mean + std * eps
@@ -297,7 +262,7 @@ class LatentDiffusionStage:
             raise KeyError(f"the batch has neither 'image' nor cached latents ('mean' + 'std', or 'latent'); "
                            f"fields: {sorted(batch)}")
         images = jnp.asarray(batch["image"], jnp.float32)
-        return self._encode_first_stage(frozen["first_stage"], images, rng, sample)
+        return self.ldm.first_stage.encoding(frozen["first_stage"], images, rng if sample else None)
 
     def _scale_factor(self, state: TrainState, z: jax.Array) -> jax.Array:
         """The configured scale factor, or with scale_by_std on the first step 1 / std(z) of its batch."""
@@ -320,17 +285,8 @@ class LatentDiffusionStage:
         return self.plan.build(
             batch, encode_cond=encode_cond, latent_shape=latent_shape, scale_factor=scale_factor, drop=drop,
             rng=rng, uncond_tokens=self.train.uncond_tokens,
-            encode_first_stage=lambda images, key, sample: self._encode_first_stage(
-                frozen["first_stage"], images, key, sample))
-
-    def apply_unet(self, unet_params, x_t, t, cond, dropout_rng=None) -> jax.Array:
-        """The reference DiffusionWrapper: concat along channels, context to cross-attention, y as class."""
-        if cond.get("concat") is not None:
-            x_t = jnp.concatenate([x_t, cond["concat"].astype(x_t.dtype)], axis=-1)
-        train_dropout = dropout_rng is not None and self.unet.dropout > 0
-        return self.unet.apply({"params": unet_params}, x_t, t, context=cond.get("context"), y=cond.get("y"),
-                               deterministic=not train_dropout,
-                               rngs={"dropout": dropout_rng} if train_dropout else None)
+            encode_first_stage=lambda images, key, sample: self.ldm.first_stage.encoding(
+                frozen["first_stage"], images, key if sample else None))
 
     def loss(self, params, frozen, batch: Batch, z0, t, noise, scale_factor, drop, rng) -> tuple[jax.Array, dict]:
         """The reference p_losses on latents z0 (already scaled) for timesteps t and noise."""
@@ -340,8 +296,9 @@ class LatentDiffusionStage:
         if logvar is None and self.train.logvar_init != 0.0:  # a fixed, non-zero logvar still weights the loss
             logvar = jnp.full((self.schedule.num_timesteps,), self.train.logvar_init, jnp.float32)
         loss, metrics = objectives.p_losses(
-            lambda x_t, steps: self.apply_unet(params["unet"], x_t, steps, cond, dropout_rng), self.schedule, z0, t,
-            noise, parameterization=self.diffusion.parameterization, loss_type=self.diffusion.loss_type,
+            lambda x_t, steps: self.ldm.apply_unet({"params": params["unet"]}, x_t, steps, cond, dropout_rng),
+            self.schedule, z0, t, noise, parameterization=self.diffusion.parameterization,
+            loss_type=self.diffusion.loss_type,
             l_simple_weight=self.train.l_simple_weight, original_elbo_weight=self.train.original_elbo_weight,
             logvar=logvar, snr_gamma=self.train.snr_gamma)
         if "logvar" in params:
@@ -404,8 +361,8 @@ class LatentDiffusionStage:
         latents = self.sampler({"params": params["unet"]}, x_T, cond, uncond, sampler="ddim",
                                steps=self.train.log_sample_steps, guidance_scale=self.train.log_guidance_scale,
                                eta=self.train.log_eta, rng=jax.random.fold_in(rng, _TIMESTEPS), progress=False)
-        decode = lambda latent: jnp.clip(self.first_stage.apply(  # noqa: E731
-            first_stage, latent, method="decode").astype(jnp.float32), -1.0, 1.0)
+        decode = lambda latent: jnp.clip(  # noqa: E731
+            self.ldm.first_stage.decode(first_stage, latent).astype(jnp.float32), -1.0, 1.0)
         images = {"reconstructions": decode(z), "samples": decode(latents / scale_factor)}
         if "image" in batch:
             images["inputs"] = jnp.clip(batch["image"].astype(jnp.float32), -1.0, 1.0)

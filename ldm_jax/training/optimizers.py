@@ -34,6 +34,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from ldm_jax.config_checks import to_plain_dict
+
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("constant", "linear_warmup", "lambda_linear", "lambda_warmup_cosine")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -72,18 +74,12 @@ def default_precision_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({"compute_dtype": "float32", "remat": False})
 
 
-def _plain(section) -> dict:
-    if section is None:
-        return {}
-    return section.to_dict() if hasattr(section, "to_dict") else dict(section)
-
-
 def _settings(section) -> dict:
     """The optimizer section over its defaults (a partial section is fine)."""
     merged = default_optimizer_config().to_dict()
-    given = _plain(section)
+    given = to_plain_dict(section or {})
     merged.update({k: v for k, v in given.items() if k != "schedule"})
-    merged["schedule"].update(_plain(given.get("schedule")))
+    merged["schedule"].update(given.get("schedule") or {})
     return merged
 
 
@@ -214,7 +210,7 @@ class Precision:
 
     @classmethod
     def from_config(cls, section: Mapping | None) -> "Precision":
-        settings = {**default_precision_config().to_dict(), **_plain(section)}
+        settings = {**default_precision_config().to_dict(), **to_plain_dict(section or {})}
         name = settings["compute_dtype"]
         if name not in COMPUTE_DTYPES:
             raise ValueError(f"precision.compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got {name!r}")

@@ -1,11 +1,11 @@
 """write_dataset / tfds_source round trips (real TFDS ArrayRecord datasets, no TensorFlow) and the converter."""
-import argparse
 import hashlib
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from ldm_jax import cli
 from ldm_jax.data import build
 from ldm_jax.data.arrayrecord import tfds_source, write_dataset
 from ldm_jax.data.decode import decode_image, decode_segmentation
@@ -139,10 +139,8 @@ def test_reader_errors_name_the_problem(tmp_path):
 
 # ------------------------------------------------------------------------------------ the converter
 
-def _parse(argv):
-    parser = argparse.ArgumentParser(prog="ldm-jax data build")
-    build.add_arguments(parser)
-    return parser.parse_args(argv)
+def _build(argv) -> int:
+    return cli.main(["data", "build", *argv])
 
 
 def _folder_with_broken_files(tmp_path):
@@ -157,7 +155,7 @@ def _folder_with_broken_files(tmp_path):
 def test_converter_from_folder_skips_and_names_bad_files(tmp_path, capsys):
     root, files = _folder_with_broken_files(tmp_path)
     out = tmp_path / "tfds"
-    assert build.run(_parse(["--from", "folder", "--out", str(out), "--workers", "1", str(root)])) == 0
+    assert _build(["--from", "folder", "--out", str(out), "--workers", "1", str(root)]) == 0
     printed = capsys.readouterr().out
     for bad in ("dog/empty.jpg", "cat/truncated.jpg", "cat/renamed.jpg"):
         assert printed.count(f"skipped {bad}:") == 1
@@ -172,15 +170,23 @@ def test_converter_from_folder_skips_and_names_bad_files(tmp_path, capsys):
     assert read["dog/b.png"]["label"] == 1
 
 
+def test_build_dataset_writes_what_decodes(tmp_path):
+    root, files = _folder_with_broken_files(tmp_path)
+    written = build.build_dataset(ImageFolderSource(root), tmp_path / "tfds", "pets", split="test")
+    assert written.num_records == 3 and written.split == "test"
+    assert sorted(key for key, _ in written.skipped) == ["cat/renamed.jpg", "cat/truncated.jpg", "dog/empty.jpg"]
+    assert tfds_source("pets", "test", tmp_path / "tfds").classes == ["cat", "dog"]
+
+
 def test_converter_from_tar_with_worker_processes(tmp_path, capsys):
     members = laion_members(["k0", "k1", "k2"])
     write_tar(tmp_path / "s" / "00000.tar", [m for m in members if m[0] != "k1.jpg"])
     second = write_tar(tmp_path / "s" / "00001.tar", laion_members(["k3", "k4"]))
     second.write_bytes(second.read_bytes()[:4700])  # k4's image is cut off
-    args = _parse(["--from", "tar", "--out", str(tmp_path / "tfds"), "--name", "laion_mini", "--num-shards", "2",
-                   "--workers", "2", str(tmp_path / "s" / "{00000..00001}.tar")])
+    argv = ["--from", "tar", "--out", str(tmp_path / "tfds"), "--name", "laion_mini", "--num-shards", "2",
+            "--workers", "2", str(tmp_path / "s" / "{00000..00001}.tar")]
     with pytest.warns(RuntimeWarning, match="00001.tar"):
-        assert build.run(args) == 0
+        assert _build(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count("skipped 00000/k1: no image member") == 1
     assert "damaged shard" in printed and "wrote 3 records" in printed
@@ -191,13 +197,13 @@ def test_converter_from_tar_with_worker_processes(tmp_path, capsys):
 
 
 def test_converter_errors_and_help(tmp_path, capsys):
-    assert build.run(_parse(["--from", "folder", "--out", str(tmp_path), str(tmp_path / "missing")])) == 1
+    assert _build(["--from", "folder", "--out", str(tmp_path), str(tmp_path / "missing")]) == 1
     assert "does not exist" in capsys.readouterr().err
-    assert build.run(_parse(["--from", "tar", "--out", str(tmp_path), str(tmp_path / "*.tar")])) == 1
+    assert _build(["--from", "tar", "--out", str(tmp_path), str(tmp_path / "*.tar")]) == 1
     assert "no tar shards match" in capsys.readouterr().err
-    parser = argparse.ArgumentParser(prog="ldm-jax data build")
-    build.add_arguments(parser)
-    assert "ldm-jax data build --from folder" in parser.format_help()
+    with pytest.raises(SystemExit):
+        _build(["--help"])
+    assert "ldm-jax data build --from folder" in capsys.readouterr().out
 
 
 def test_default_names():

@@ -1,11 +1,10 @@
 """Latent caches: a tiny random autoencoder's encodings written, read back and compared with direct encoding."""
-import argparse
 import json
 
 import numpy as np
 import pytest
 
-from ldm_jax import zoo
+from ldm_jax import cli, zoo
 from ldm_jax.data import latent_cache
 from ldm_jax.data.latent_cache import (FirstStageEncoder, LatentCacheSource, deserialize_example,
                                        serialize_example, write_latent_cache)
@@ -111,16 +110,13 @@ def test_command_line_caches_the_builtin_dataset(tmp_path, capsys):
     config = zoo.autoencoder(KL, zoo.released("tiny.ckpt", "tiny.yaml", "autoencoding"))
     _, variables = tiny_first_stage(KL)
     compvis.save_checkpoint(tmp_path / "tiny.safetensors", config, {"first_stage": variables})
-    parser = argparse.ArgumentParser()
-    latent_cache.add_arguments(parser)
-    args = parser.parse_args(["--checkpoint", str(tmp_path / "tiny.safetensors"), "--out", str(tmp_path / "out"),
-                              "--num-records", "6", "--image-size", "16", "--batch-size", "4"])
-    assert latent_cache.run(args) == 0
+    command = ["data", "cache-latents"]
+    assert cli.main([*command, "--checkpoint", str(tmp_path / "tiny.safetensors"), "--out", str(tmp_path / "out"),
+                     "--num-records", "6", "--image-size", "16", "--batch-size", "4"]) == 0
     assert "wrote 6 records" in capsys.readouterr().out
     source = LatentCacheSource(tmp_path / "out")
     assert len(source) == 6 and source.description["metadata"]["data"]["image_size"] == 16
     assert source[5]["key"] == "shapes-0/00000005" and source[5]["mean"].shape == (8, 8, 2)
 
-    bad_args = parser.parse_args(["--checkpoint", "x", "--out", str(tmp_path / "o2"), "--dataset", "folder"])
-    assert latent_cache.run(bad_args) == 2
+    assert cli.main([*command, "--checkpoint", "x", "--out", str(tmp_path / "o2"), "--dataset", "folder"]) == 2
     assert "data.data_dir" in capsys.readouterr().err

@@ -262,13 +262,13 @@ def test_inpainting_keeps_the_known_pixels_and_resumes(toy, inpainting_checkpoin
     (dict(), "no model source"),
     (dict(checkpoint="model.ckpt", samples="pngs"), "one model source, not both"),
     (dict(samples="pngs", metrics=("fid", "kid")), "unknown metric 'kid'"),
-    (dict(samples="pngs", num_samples=0), "--num-samples must be >= 1, got 0"),
-    (dict(samples="pngs", data="builtin"), "--features inception needs --inception-weights"),
+    (dict(samples="pngs", num_samples=0), "num_samples must be >= 1, got 0"),
+    (dict(samples="pngs", data="builtin"), "features inception needs inception_weights"),
     (dict(samples="pngs", features="clip"), "unknown feature network 'clip'"),
     (dict(samples="pngs", sampler="heun"), "unknown sampler 'heun'"),
     (dict(samples="pngs", lpips_vgg16_weights="vgg16.pth"), "go together"),
-    (dict(samples="missing_folder", features="builtin"), "--samples 'missing_folder' does not exist"),
-    (dict(samples="pngs", features="builtin", mask_coverage=[0.5, 0.4]), "--mask-coverage must be LOW,HIGH"),
+    (dict(samples="missing_folder", features="builtin"), "samples 'missing_folder' does not exist"),
+    (dict(samples="pngs", features="builtin", mask_coverage=[0.5, 0.4]), "mask_coverage must be LOW,HIGH"),
 ], ids=["no-source", "two-sources", "unknown-metric", "no-samples", "no-inception-weights", "unknown-features",
         "unknown-sampler", "half-lpips", "missing-samples", "bad-mask-coverage"])
 def test_bad_settings_are_named(settings, message, tmp_path, monkeypatch):
@@ -302,3 +302,12 @@ def test_cli_evaluates_a_sample_folder(toy, real_images, tmp_path, capsys):
     assert set(results["metrics"]) == {"fid", "is", "is_std"}
     assert results["settings"]["metrics"] == ["fid", "is"]
     assert "fid" in capsys.readouterr().out
+
+
+def test_cli_names_bad_settings_by_flag(tmp_path, capsys):
+    (tmp_path / "pngs").mkdir()
+    out = str(tmp_path / "out")
+    assert cli.main(["evaluate", "--samples", str(tmp_path / "pngs"), "--num-samples", "0", "--out", out]) == 2
+    assert "--num-samples must be >= 1, got 0" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--samples", "missing_folder", "--features", "builtin", "--out", out]) == 2
+    assert "--samples 'missing_folder' does not exist" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import yaml
 from safetensors.numpy import load_file
 
 from ldm_jax.convert import state_dict
+from ldm_jax.models.abstract import abstract_module_params
 from ldm_jax.models.autoencoder import AutoencoderKL, autoencoder_kl_from_reference, example_inputs
 from ldm_jax.models.first_stage import DDConfig
 from tests.conftest import assert_matches_reference, nchw_to_nhwc
@@ -24,7 +25,7 @@ def ae_kl(compvis_fixtures):
     params, weights, ref = load_case(compvis_fixtures, "ae_kl")
     model = autoencoder_kl_from_reference(params)
     variables = {"params": state_dict.load_params(
-        state_dict.abstract_params(model, *example_inputs(model)), weights, source="ae_kl.safetensors")}
+        abstract_module_params(model, *example_inputs(model)), weights, source="ae_kl.safetensors")}
 
     @jax.jit
     def run(x, noise, rng):
@@ -80,7 +81,7 @@ def test_state_dict_round_trip(ae_kl, compvis_fixtures):
 def random_params(module, *inputs, seed=0):
     """Random parameters of the fixtures' scale, drawn in numpy: compiling `init` costs far more."""
     rng = np.random.default_rng(seed)
-    flat = flax.traverse_util.flatten_dict(state_dict.abstract_params(module, *inputs))
+    flat = flax.traverse_util.flatten_dict(abstract_module_params(module, *inputs))
 
     def draw(path, spec):
         if path[-1] == "kernel":

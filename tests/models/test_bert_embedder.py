@@ -6,7 +6,8 @@ import yaml
 from safetensors.numpy import load_file
 
 from ldm_jax.convert import compvis
-from ldm_jax.convert.state_dict import abstract_params, expected_keys, load_params
+from ldm_jax.convert.state_dict import expected_keys, load_params
+from ldm_jax.models.abstract import abstract_module_params
 from ldm_jax.models import bert_embedder
 from tests.conftest import assert_matches_reference
 
@@ -18,7 +19,7 @@ def _reference_params(fixtures):
 def test_matches_reference_fixture(compvis_fixtures):
     module = bert_embedder.bert_embedder_from_reference(_reference_params(compvis_fixtures))
     state_dict = compvis.component_state_dict("bert_embedder", load_file(compvis_fixtures / "bert_embedder.safetensors"))
-    params = load_params(abstract_params(module, *bert_embedder.example_inputs(module)), state_dict)
+    params = load_params(abstract_module_params(module, *bert_embedder.example_inputs(module)), state_dict)
     arrays = np.load(compvis_fixtures / "bert_embedder.npz")
     out = jax.jit(module.apply)({"params": params}, arrays["tokens"])
     assert_matches_reference(out, arrays["embeddings"], "embeddings")
@@ -26,7 +27,7 @@ def test_matches_reference_fixture(compvis_fixtures):
 
 def test_key_layout_is_the_reference_one(compvis_fixtures):
     module = bert_embedder.bert_embedder_from_reference(_reference_params(compvis_fixtures))
-    keys = set(expected_keys(abstract_params(module, *bert_embedder.example_inputs(module))))
+    keys = set(expected_keys(abstract_module_params(module, *bert_embedder.example_inputs(module))))
     reference = set(load_file(compvis_fixtures / "bert_embedder.safetensors"))
     assert keys == reference - {"transformer.to_logits.weight", "transformer.to_logits.bias"}
     assert "transformer.attn_layers.layers.3.1.net.0.0.weight" in keys  # feed-forward of the second layer

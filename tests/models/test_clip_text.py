@@ -7,7 +7,8 @@ import pytest
 from safetensors.numpy import load_file
 
 from ldm_jax.convert import compvis
-from ldm_jax.convert.state_dict import abstract_params, load_params
+from ldm_jax.convert.state_dict import load_params
+from ldm_jax.models.abstract import abstract_module_params
 from ldm_jax.models import clip_text
 from tests.conftest import assert_matches_reference
 
@@ -17,7 +18,7 @@ def fixture_model(compvis_fixtures):
     config = json.loads((compvis_fixtures / "clip_text_config.json").read_text())
     module = clip_text.clip_text_from_reference(config)
     state_dict = compvis.component_state_dict("clip_text", load_file(compvis_fixtures / "clip_text.safetensors"))
-    params = load_params(abstract_params(module, *clip_text.example_inputs(module)), state_dict)
+    params = load_params(abstract_module_params(module, *clip_text.example_inputs(module)), state_dict)
     return config, params, np.load(compvis_fixtures / "clip_text.npz")
 
 
@@ -58,7 +59,7 @@ def test_full_checkpoint_prefix(compvis_fixtures):
     config = json.loads((compvis_fixtures / "clip_text_config.json").read_text())
     module = clip_text.clip_text_from_reference(config)
     state_dict = compvis.component_state_dict("clip_text", load_file(compvis_fixtures / "full_ckpt.safetensors"))
-    params = load_params(abstract_params(module, *clip_text.example_inputs(module)), state_dict)
+    params = load_params(abstract_module_params(module, *clip_text.example_inputs(module)), state_dict)
     arrays = np.load(compvis_fixtures / "full_ckpt.npz")
     out = jax.jit(module.apply)({"params": params}, arrays["chk_clip_input_ids"])
     assert_matches_reference(out, arrays["chk_clip_last_hidden_state"], "chk_clip_last_hidden_state")
@@ -75,7 +76,7 @@ def test_key_prefixes_of_transformers_4_and_5():
 
 def test_sd_v1_text_encoder_parameter_count():
     module = clip_text.clip_text_from_reference(clip_text.SD_V1_TEXT_CONFIG)
-    shapes = abstract_params(module, *clip_text.example_inputs(module))
+    shapes = abstract_module_params(module, *clip_text.example_inputs(module))
     assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == 123_060_480
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ldm_jax.convert.state_dict import abstract_params, load_params, to_state_dict
+from ldm_jax.convert.state_dict import load_params, to_state_dict
+from ldm_jax.models.abstract import abstract_module_params
 from ldm_jax.models import conditioners
 from tests.conftest import assert_matches_reference, nchw_to_nhwc
 
@@ -13,7 +14,8 @@ from tests.conftest import assert_matches_reference, nchw_to_nhwc
 def test_class_embedder_rows_and_null_class():
     module = conditioners.class_embedder_from_reference({"embed_dim": 16, "n_classes": 11, "key": "class_label"})
     table = np.random.default_rng(0).normal(size=(11, 16)).astype(np.float32)
-    params = load_params(abstract_params(module, *conditioners.example_inputs(module)), {"embedding.weight": table})
+    abstract = abstract_module_params(module, *conditioners.example_inputs(module))
+    params = load_params(abstract, {"embedding.weight": table})
     labels = np.array([3, 0, 10])
     out = module.apply({"params": params}, labels)
     assert out.shape == (3, 1, 16)
@@ -70,7 +72,8 @@ def test_spatial_rescaler_matches_torch(bias):
     torch.manual_seed(0)
     mapper = torch.nn.Conv2d(3, 5, 1, bias=bias)
     state_dict = {f"channel_mapper.{k}": v.detach().numpy() for k, v in mapper.state_dict().items()}
-    variables = {"params": load_params(abstract_params(module, *conditioners.example_inputs(module)), state_dict)}
+    abstract = abstract_module_params(module, *conditioners.example_inputs(module))
+    variables = {"params": load_params(abstract, state_dict)}
     assert set(to_state_dict(variables["params"])) == set(state_dict)
     x = np.random.default_rng(3).normal(size=(2, 3, 30, 20)).astype(np.float32)
     with torch.no_grad():

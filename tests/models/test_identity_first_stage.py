@@ -5,7 +5,6 @@ One tiny class-conditional model (UNet 32 channels on 16x16x3 images, a ClassEmb
 test; its state is built and stepped once per module.
 """
 import functools
-import types
 
 import flax.linen as nn
 import jax
@@ -15,10 +14,12 @@ import pytest
 import safetensors.numpy
 import yaml
 
-from ldm_jax import task_inputs, tasks, zoo
+from ldm_jax import zoo
+from ldm_jax.inference import tasks
+from ldm_jax.ldm import ModelTraits
 from ldm_jax.convert import compvis, reference_config
 from ldm_jax.models import autoencoder, components
-from ldm_jax.pipeline import LatentDiffusionPipeline
+from ldm_jax import LatentDiffusionPipeline
 from ldm_jax.training import loop
 from ldm_jax.training.ldm_stage import LatentDiffusionStage, default_ldm_train_config
 
@@ -102,7 +103,7 @@ def test_only_first_stage_keys_of_a_checkpoint_are_the_identitys():
 
 
 def test_model_traits_see_a_factor_of_one():
-    traits = task_inputs.ModelTraits.of(types.SimpleNamespace(config=pixel_config()))
+    traits = ModelTraits.from_config(pixel_config())
     assert traits.factor == 1 and traits.latent_size == IMAGE and traits.pixel_multiple == 2
 
 
@@ -142,7 +143,7 @@ def test_checkpoint_round_trips_and_samples_images_of_the_pixel_size(tmp_path):
                                      progress=False, return_latents=True)
     assert latents.shape == (2, IMAGE, IMAGE, 3) and np.all(np.isfinite(np.asarray(latents)))
     assert len(images) == 2 and all(image.size == (IMAGE, IMAGE) for image in images)
-    np.testing.assert_allclose(np.asarray(pipe.decode(latents)), np.asarray(latents) / pipe.scale_factor,
+    np.testing.assert_allclose(np.asarray(pipe.decode(latents)), np.asarray(latents) / pipe.ldm.scale_factor,
                                rtol=1e-6)
     pixels = np.asarray(make_batch()["image"])
-    np.testing.assert_allclose(np.asarray(pipe.encode(pixels)), pipe.scale_factor * pixels, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(pipe.encode(pixels)), pipe.ldm.scale_factor * pixels, rtol=1e-6)

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ldm_jax.convert import compvis
-from ldm_jax.convert.state_dict import abstract_params, load_params
+from ldm_jax.convert.state_dict import load_params
+from ldm_jax.models.abstract import abstract_module_params
 from ldm_jax.models import open_clip_text
 from tests.conftest import assert_matches_reference
 
@@ -94,7 +95,7 @@ def _load(module, tower):
     checkpoint = {f"cond_stage_model.model.{k}": v.numpy() for k, v in tower.state_dict().items()}
     checkpoint["cond_stage_model.model.visual.proj"] = np.zeros(3, np.float32)  # image tower: dropped
     state_dict = compvis.component_state_dict("open_clip_text", checkpoint)
-    return load_params(abstract_params(module, *open_clip_text.example_inputs(module)), state_dict)
+    return load_params(abstract_module_params(module, *open_clip_text.example_inputs(module)), state_dict)
 
 
 @pytest.mark.parametrize("layer, layer_idx", [("penultimate", 1), ("last", 0)])
@@ -114,7 +115,7 @@ def test_matches_torch_reference(torch_tower, layer, layer_idx):
 
 def test_vit_h_text_tower_parameter_count():
     module = open_clip_text.open_clip_text_from_reference({"arch": "ViT-H-14", "layer": "penultimate"})
-    shapes = abstract_params(module, *open_clip_text.example_inputs(module))
+    shapes = abstract_module_params(module, *open_clip_text.example_inputs(module))
     flax_count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
     assert flax_count == 354_032_640
     # The reference module's parameters hold exactly one more number: logit_scale (ignored).

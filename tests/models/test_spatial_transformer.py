@@ -4,14 +4,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ldm_jax.convert.state_dict import abstract_params
+from ldm_jax.models.abstract import abstract_module_params
 from ldm_jax.models.spatial_transformer import (BasicTransformerBlock, CrossAttention, FeedForward,
                                                 SpatialTransformer, fitting_chunk_size)
 from tests.conftest import random_params
 
 
 def _init(module, *args):
-    return {"params": random_params(abstract_params(module, *args))}
+    return {"params": random_params(abstract_module_params(module, *args))}
 
 
 @pytest.mark.parametrize("length, chunk, expected", [(64, None, None), (64, 64, None), (64, 100, None),

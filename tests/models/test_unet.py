@@ -8,7 +8,8 @@ import pytest
 import safetensors.numpy
 import yaml
 
-from ldm_jax.convert.state_dict import abstract_params, load_params
+from ldm_jax.convert.state_dict import load_params
+from ldm_jax.models.abstract import abstract_module_params
 from ldm_jax.models.unet import (UNetModel, attention_heads, example_inputs, timestep_embedding,
                                  unet_from_reference)
 from tests.conftest import assert_matches_reference, nchw_to_nhwc
@@ -21,7 +22,7 @@ def _load_case(folder, case):
     params = yaml.safe_load((folder / f"{case}.yaml").read_text())["model"]["params"]
     unet = unet_from_reference(params)
     state_dict = safetensors.numpy.load_file(folder / f"{case}.safetensors")
-    weights = load_params(abstract_params(unet, *example_inputs(unet)), state_dict)
+    weights = load_params(abstract_module_params(unet, *example_inputs(unet)), state_dict)
     return unet, weights, dict(np.load(folder / f"{case}.npz"))
 
 
@@ -71,7 +72,7 @@ def _tiny(**overrides) -> UNetModel:
 
 
 def _random_params(unet, seed=0):
-    return random_params(abstract_params(unet, *example_inputs(unet)), seed)
+    return random_params(abstract_module_params(unet, *example_inputs(unet)), seed)
 
 
 def _random_inputs(unet, size=8, batch=2, seed=1):
@@ -86,7 +87,7 @@ def _random_inputs(unet, size=8, batch=2, seed=1):
 
 
 def _count(unet) -> int:
-    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(abstract_params(unet, *example_inputs(unet))))
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(abstract_module_params(unet, *example_inputs(unet))))
 
 
 def test_other_sizes_build_and_run():
@@ -207,7 +208,7 @@ def test_dropout_only_when_not_deterministic():
 
 def test_input_checks_and_scalar_timestep():
     unet = _tiny()
-    params = abstract_params(unet, *example_inputs(unet))
+    params = abstract_module_params(unet, *example_inputs(unet))
     _, _, context, _ = _random_inputs(unet)
     x = jnp.zeros((2, 8, 8, 4))
     assert jax.eval_shape(unet.apply, {"params": params}, x, jnp.array(5), context).shape == x.shape

@@ -8,6 +8,7 @@ import yaml
 from safetensors.numpy import load_file
 
 from ldm_jax.convert import compvis, state_dict
+from ldm_jax.models.abstract import abstract_module_params
 from ldm_jax.models.autoencoder import example_inputs, vq_from_reference
 from ldm_jax.models.quantizer import VectorQuantizer
 from tests.conftest import assert_matches_reference, nchw_to_nhwc
@@ -20,7 +21,7 @@ def ae_vq(compvis_fixtures):
     model = vq_from_reference(params)
     weights = load_file(str(compvis_fixtures / "ae_vq.safetensors"))
     variables = {"params": state_dict.load_params(
-        state_dict.abstract_params(model, *example_inputs(model)), weights, source="ae_vq.safetensors")}
+        abstract_module_params(model, *example_inputs(model)), weights, source="ae_vq.safetensors")}
 
     @jax.jit
     def run(x, indices_bhw):
@@ -80,7 +81,7 @@ def test_accepts_the_vqmodel_param_set(ae_vq, compvis_fixtures, tmp_path):
     remapped = vq_from_reference(params)
     assert remapped.remap == tuple(used.tolist()) and remapped.sane_index_shape
     weights = dict(load_file(str(compvis_fixtures / "ae_vq.safetensors")), **{"quantize.used": used})
-    state_dict.load_params(state_dict.abstract_params(remapped, *example_inputs(remapped)),
+    state_dict.load_params(abstract_module_params(remapped, *example_inputs(remapped)),
                            compvis.component_state_dict("vq", weights))
     with pytest.raises(ValueError, match="unknown VQModel param"):
         vq_from_reference(dict(params, beta=0.5))

@@ -202,7 +202,7 @@ def test_loss_regresses_the_right_target(parameterization):
     x_t = np.sqrt(acp) * np.asarray(z0) + np.sqrt(1 - acp) * np.asarray(noise)
     target = {"eps": np.asarray(noise), "x0": np.asarray(z0),
               "v": np.sqrt(acp) * np.asarray(noise) - np.sqrt(1 - acp) * np.asarray(z0)}[parameterization]
-    out = np.asarray(jax.jit(stage.apply_unet)(state.params["unet"], jnp.asarray(x_t, jnp.float32), t, {}))
+    out = np.asarray(jax.jit(stage.ldm.apply_unet)({"params": state.params["unet"]}, jnp.asarray(x_t, jnp.float32), t, {}))
     per_sample = ((out - target) ** 2).mean(axis=(1, 2, 3))
     lvlb = np.asarray(stage.schedule.lvlb_weights)[np.asarray(t)]
     assert float(metrics["loss_simple"]) == pytest.approx(per_sample.mean(), rel=1e-4)

@@ -6,7 +6,7 @@ import pytest
 
 from ldm_jax.convert import inception_weights
 from ldm_jax.convert.state_dict import CheckpointMismatchError
-from ldm_jax.evaluation import inception
+from ldm_jax.models import inception
 from tests.conftest import assert_matches_reference
 from tests.evaluation import reference_packages
 

@@ -25,8 +25,9 @@ import numpy as np
 
 from ldm_jax import images as image_io
 from ldm_jax import layout as layout_codes
-from ldm_jax import task_inputs, tiled_decode
-from ldm_jax.task_inputs import ModelTraits
+from ldm_jax.inference import inputs as task_inputs
+from ldm_jax.inference import tiled_decode
+from ldm_jax.ldm import ModelTraits
 
 DEFAULT_IMG2IMG_STRENGTH = 0.75   # the reference img2img.py default
 DEFAULT_MAX_DECODE_PIXELS = 1024 * 1024
@@ -89,7 +90,7 @@ def prepare(pipe, *, prompt=None, negative_prompt="", class_label=None, image=No
             segmentation=None, layout=None, height=None, width=None, batch_size=None, strength=None,
             tokenizer=None) -> SamplerInputs:
     """The sampler inputs of the task the model and the given inputs imply (see the module docstring)."""
-    traits = ModelTraits.of(pipe)
+    traits = pipe.traits
     if traits.is_super_resolution and low_res is None:
         low_res, image = image, None
     sized_by, scale = (low_res, traits.factor) if low_res is not None else (image, 1)
@@ -185,7 +186,7 @@ def _layout_tokens(traits: ModelTraits, layout) -> np.ndarray:
 def decode_latents(pipe, latents, max_decode_pixels: int | None = DEFAULT_MAX_DECODE_PIXELS,
                    tile: int | None = None, overlap: int | None = None):
     """`pipe.decode(latents)`, in overlapping tiles when the image exceeds `max_decode_pixels`."""
-    traits = ModelTraits.of(pipe)
+    traits = pipe.traits
     _, lh, lw, _ = latents.shape
     if not tiled_decode.needs_tiling(lh * traits.factor, lw * traits.factor, max_decode_pixels):
         return pipe.decode(latents)

@@ -1,0 +1,155 @@
+"""`LatentDiffusionPipeline`: a loaded LDM / Stable Diffusion model and its low-level sampling API.
+
+    pipe = LatentDiffusionPipeline.from_checkpoint(ckpt, config_path=yaml, use_ema=False)
+    context = pipe.encode_text(token_ids)                 # (N, L) ids -> (N, L, D)
+    latents = pipe.sample_latents(x_T, context=context, uncond_context=uncond, sampler="ddim",
+                                  steps=50, eta=0.0, guidance_scale=7.5, rng=key)
+    images = pipe.decode(latents)                         # raw decoder output, NHWC
+
+Every jitted function is built once per pipeline; knobs (guidance, eta, strength, seed, noise)
+are traced, so new values do not recompile. A batch is sharded over the local devices (a 1-D
+"data" mesh over as many devices as divide it); parameters are replicated.
+"""
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ldm_jax import hub
+from ldm_jax.convert import compvis
+from ldm_jax.diffusion.sampling import LatentSampler
+from ldm_jax.ldm import LatentDiffusion, ModelTraits
+from ldm_jax.models import conditioners
+from ldm_jax.parallel.local import LocalDevices, shard_batch
+
+
+class LatentDiffusionPipeline:
+    """A `LatentDiffusion` model with its variables on the local devices, and its jitted functions."""
+
+    def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, Any]):
+        self.ldm = LatentDiffusion(config)
+        self.variables = variables
+        self.devices = LocalDevices(variables)
+        self.sampler = LatentSampler(self.ldm.apply_unet, self.ldm.schedule, self.ldm.parameterization)
+        ldm = self.ldm
+        self._decode = jax.jit(lambda v, latents: ldm.decode(v["first_stage"], latents))
+        self._encode = jax.jit(lambda v, images: ldm.encode(v["first_stage"], images))
+        self._cond = jax.jit(lambda v, inputs: ldm.apply_cond_stage(v["cond_stage"], inputs))
+
+    @property
+    def config(self) -> ml_collections.ConfigDict:
+        return self.ldm.config
+
+    @property
+    def traits(self) -> ModelTraits:
+        """What the model is: its conditioning, sizes and task (see `ldm_jax.ldm.ModelTraits`)."""
+        return self.ldm.traits
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, config_path=None, use_ema: bool = False
+                        ) -> "LatentDiffusionPipeline":
+        """Loads a CompVis / SD checkpoint (or one we saved) with its config (see compvis.load_checkpoint)."""
+        path, config_path = hub.resolve_checkpoint(path, config_path)  # hf://org/repo/file.ckpt
+        config, variables = compvis.load_checkpoint(path, config_path=config_path, use_ema=use_ema)
+        if "unet" not in variables or "diffusion" not in config.model:
+            raise ValueError(f"{path}: not a LatentDiffusion checkpoint (it holds {sorted(variables)})")
+        return cls(config, variables)
+
+    # -- conditioning ---------------------------------------------------------------------------------
+
+    def encode_text(self, token_ids) -> jax.Array:
+        """Token ids (N, L) -> context (N, L, D) from the cond stage (CLIP, OpenCLIP or LDM BERT)."""
+        if self.traits.cond_kind not in ("clip_text", "open_clip_text", "bert_embedder"):
+            raise ValueError(f"encode_text needs a text cond stage, this model has {self.traits.cond_kind!r}")
+        return self.encode_condition(jnp.asarray(token_ids, jnp.int32))
+
+    def encode_class(self, labels) -> jax.Array:
+        """Class labels (N,) -> context (N, 1, D) from a class_embedder cond stage."""
+        if not self.traits.is_class_conditional:
+            raise ValueError(f"encode_class needs a class_embedder cond stage, this model has "
+                             f"{self.traits.cond_kind!r}")
+        return self.encode_condition(jnp.asarray(labels, jnp.int32))
+
+    def encode_condition(self, inputs) -> jax.Array:
+        """The cond stage on its inputs (token ids, class labels, a one-hot segmentation map)."""
+        return self.devices.run(self._cond, jnp.asarray(inputs))
+
+    def unconditional_class_labels(self, batch_size: int) -> jax.Array:
+        """The null class of a class_embedder model (its last row), for guidance."""
+        return conditioners.unconditional_class_labels(self.ldm.cond_stage, batch_size)
+
+    def _conditioning(self, batch: int, context, uncond_context, class_labels, uncond_class_labels, concat,
+                      uncond_concat):
+        cond, uncond = {}, {}
+        if class_labels is not None:
+            if self.traits.is_class_conditional:
+                context = self.encode_class(class_labels)
+                uncond_context = self.encode_class(self.unconditional_class_labels(batch)
+                                                   if uncond_class_labels is None else uncond_class_labels)
+            elif self.traits.conditioning_key == "adm" or self.traits.num_classes is not None:
+                cond["y"] = jnp.asarray(class_labels, jnp.int32)
+                if uncond_class_labels is not None:
+                    uncond["y"] = jnp.asarray(uncond_class_labels, jnp.int32)
+            else:
+                raise ValueError("class_labels need a class_embedder cond stage or a class-conditional UNet")
+        if context is not None:
+            cond["context"] = jnp.asarray(context)
+            if uncond_context is not None:
+                uncond["context"] = jnp.asarray(uncond_context)
+        if concat is not None:
+            cond["concat"] = jnp.asarray(concat)
+        if not uncond:
+            return cond, None  # no guidance without an unconditional branch
+        if concat is not None:  # the reference guides concat models with the same c_concat
+            uncond["concat"] = cond["concat"] if uncond_concat is None else jnp.asarray(uncond_concat)
+        if set(uncond) != set(cond):
+            raise ValueError(f"uncond conditioning {sorted(uncond)} does not match cond {sorted(cond)}")
+        return cond, uncond
+
+    # -- sampling -------------------------------------------------------------------------------------
+
+    def sample_latents(self, x_T, context=None, uncond_context=None, class_labels=None, sampler: str = "ddim",
+                       steps: int = 10, eta: float = 0.0, guidance_scale: float = 3.0, noise=None, rng=None,
+                       return_intermediates: bool = False, *, uncond_class_labels=None, concat=None,
+                       uncond_concat=None, init_latents=None, strength: float = 1.0, mask=None,
+                       seed: int | None = None, discretize: str = "uniform", progress: bool = True):
+        """Samples latents (N, h, w, C) from x_T, with classifier-free guidance when an unconditional
+        context (or class) is given.
+
+        `concat` (and `uncond_concat`): extra UNet input channels; `init_latents` + `strength`:
+        img2img; `mask` (1 = generate) with `init_latents`: latent-blending inpainting; `noise`
+        (steps, *x_T.shape): the per-step noises of a stochastic sampler; `seed` instead of `rng`.
+        """
+        x_T = jnp.asarray(x_T, jnp.float32)
+        cond, uncond = self._conditioning(x_T.shape[0], context, uncond_context, class_labels, uncond_class_labels,
+                                          concat, uncond_concat)
+        mesh = self.devices.mesh(x_T.shape[0])
+        x_T, cond, uncond = shard_batch((x_T, cond, uncond), mesh)
+        if init_latents is not None:
+            init_latents = shard_batch(jnp.asarray(init_latents, jnp.float32), mesh)
+        if mask is not None:
+            mask = shard_batch(jnp.asarray(mask, jnp.float32), mesh)
+        if noise is not None:
+            noise = shard_batch(jnp.asarray(noise, jnp.float32), mesh, batch_axis=1)
+        return self.sampler(self.devices.variables_on(mesh)["unet"], x_T, cond, uncond, sampler=sampler,
+                            steps=steps, discretize=discretize, guidance_scale=guidance_scale, eta=eta, rng=rng,
+                            seed=seed, noise=noise, init_latents=init_latents, strength=strength, mask=mask,
+                            return_intermediates=return_intermediates, progress=progress)
+
+    # -- first stage ----------------------------------------------------------------------------------
+
+    def decode(self, latents) -> jax.Array:
+        """Latents (N, h, w, C) -> raw decoder output (N, H, W, 3): decode(latents / scale_factor)
+        (for an identity first stage, the latents are the pixels)."""
+        return self.devices.run(self._decode, jnp.asarray(latents, jnp.float32))
+
+    def encode(self, images) -> jax.Array:
+        """Images (N, H, W, 3) in [-1, 1] -> latents times scale_factor (KL: the posterior mode)."""
+        return self.devices.run(self._encode, jnp.asarray(images, jnp.float32))
+
+    def __call__(self, **kwargs):
+        """Samples the task the inputs describe and returns PIL images: see `ldm_jax.inference.tasks.generate`."""
+        from ldm_jax.inference import tasks  # tasks build on the pipeline's methods
+        return tasks.generate(self, **kwargs)
