@@ -52,14 +52,13 @@ def add(commands) -> None:
 
 def _sample(args) -> int:
     from ldm_jax import hub, images
-    from ldm_jax.inference import tasks
     from ldm_jax.inference.pipeline import LatentDiffusionPipeline
 
     start = time.perf_counter()
     checkpoint, config = hub.resolve_checkpoint(args.checkpoint, args.config)
     pipe = LatentDiffusionPipeline.from_checkpoint(checkpoint, config_path=config, use_ema=args.ema)
-    samples = tasks.generate(
-        pipe, prompt=args.prompt, negative_prompt=args.negative_prompt, class_label=args.class_label,
+    samples = pipe(
+        prompt=args.prompt, negative_prompt=args.negative_prompt, class_label=args.class_label,
         image=args.image, mask=args.mask, low_res=args.low_res, segmentation=args.segmentation, layout=args.layout,
         num_steps=args.steps, sampler=args.sampler, guidance_scale=args.guidance_scale, eta=args.eta,
         seed=args.seed, height=args.height, width=args.width, batch_size=args.batch_size, strength=args.strength,

@@ -87,7 +87,9 @@ class FirstStageEncoder:
     """
 
     def __init__(self, module, variables):
+        from ldm_jax.ldm import FirstStage
         from ldm_jax.models.autoencoder import AutoencoderKL, VQModel
+        from ldm_jax.parallel.local import LocalDevices
 
         if isinstance(module, AutoencoderKL):
             self.kind, self.fields = "kl", ("mean", "std")
@@ -95,39 +97,26 @@ class FirstStageEncoder:
             self.kind, self.fields = "vq", ("latent", "indices")
         else:
             raise TypeError(f"a first stage is an AutoencoderKL or a VQModel, got {type(module).__name__}")
-        self.module = module
-        self.variables = variables
-        self._placed: dict[int, tuple] = {}
+        self.first_stage = FirstStage(module)
+        self.devices = LocalDevices(variables)
+        self._encode = None
 
     def _apply(self, variables, images):
         import jax
         import jax.numpy as jnp
 
+        posterior = self.first_stage.posterior(variables, images)
         if self.kind == "kl":
-            posterior = self.module.apply(variables, images, method="encode")
             return {"mean": posterior.mean, "std": posterior.std}
-        latent = self.module.apply(variables, images, method="encode")
         # The random draw only matters for remapped codebooks with unknown_index="random".
-        _, indices = self.module.apply(variables, latent, jax.random.key(0), method="quantize")
-        return {"latent": latent.astype(jnp.float32), "indices": indices.astype(jnp.int32)}
-
-    def _placement(self, batch: int):
-        import jax
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-        size = math.gcd(batch, jax.local_device_count())
-        if size not in self._placed:
-            mesh = Mesh(np.asarray(jax.local_devices()[:size]), ("data",))
-            variables = jax.device_put(self.variables, NamedSharding(mesh, PartitionSpec()))
-            self._placed[size] = (variables, NamedSharding(mesh, PartitionSpec("data")), jax.jit(self._apply))
-        return self._placed[size]
+        _, indices = self.first_stage.module.apply(variables, posterior, jax.random.key(0), method="quantize")
+        return {"latent": posterior.astype(jnp.float32), "indices": indices.astype(jnp.int32)}
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         import jax
 
-        images = np.asarray(images, np.float32)
-        variables, sharding, encode = self._placement(images.shape[0])
-        return jax.device_get(encode(variables, jax.device_put(images, sharding)))
+        self._encode = self._encode or jax.jit(self._apply)
+        return jax.device_get(self.devices.run(self._encode, np.asarray(images, np.float32)))
 
 
 class _ShardWriter:

@@ -13,7 +13,5 @@ modules of the same name as package attributes: import other names from those mo
 from ldm_jax.evaluation import fid
 from ldm_jax.evaluation.inception_score import inception_score
 from ldm_jax.evaluation.precision_recall import precision_recall
-# The old home of the FID Inception-v3, kept until `features` imports it from `ldm_jax.models`.
-from ldm_jax.models import inception  # noqa: F401
 
 __all__ = ["fid", "inception_score", "precision_recall"]

@@ -27,8 +27,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import jax
 import numpy as np
 
-from ldm_jax.evaluation import fid, inception
-from ldm_jax.parallel import mesh as meshes
+from ldm_jax.evaluation import fid
+from ldm_jax.models import inception
+from ldm_jax.parallel.local import local_batch_fn
 
 FeatureFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
@@ -37,36 +38,11 @@ FeatureFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 # Sharded extraction.
 
 
-def pad_batch(batch: np.ndarray, size: int) -> np.ndarray:
-    """`batch` zero-padded along its first axis to `size` rows."""
-    if len(batch) > size:
-        raise ValueError(f"a batch of {len(batch)} does not fit the fixed batch size {size}")
-    if len(batch) == size:
-        return batch
-    return np.concatenate([batch, np.zeros((size - len(batch), *batch.shape[1:]), batch.dtype)])
-
-
 def sharded_feature_fn(apply_fn: Callable[[Any, Any], Mapping[str, Any]], variables: Any, batch_size: int,
                        devices: Sequence[jax.Device] | None = None) -> FeatureFn:
-    """images (n <= batch_size, ...) -> {name: (n, ...) numpy}, `apply_fn(variables, images)` on all devices.
-
-    `devices` defaults to this process's local devices; every batch is padded to `batch_size`
-    rounded up to a multiple of their count, so there is one compilation.
-    """
-    mesh = meshes.make_mesh({"data": -1}, devices=list(devices or jax.local_devices()))
-    batch_sharding, replicated = meshes.batch_sharding(mesh), meshes.replicated(mesh)
-    padded_size = -(-batch_size // mesh.size) * mesh.size
-    variables = jax.device_put(variables, replicated)
-    jitted = jax.jit(apply_fn, in_shardings=(replicated, batch_sharding), out_shardings=batch_sharding)
-
-    def features(images: np.ndarray) -> dict[str, np.ndarray]:
-        images = np.asarray(images)
-        if len(images) > batch_size:
-            raise ValueError(f"a batch of {len(images)} images exceeds batch_size={batch_size}")
-        outputs = jitted(variables, jax.device_put(pad_batch(images, padded_size), batch_sharding))
-        return {name: np.asarray(value)[:len(images)] for name, value in outputs.items()}
-
-    return features
+    """images (n <= batch_size, ...) -> {name: (n, ...) numpy}, `apply_fn(variables, images)` on all
+    `devices` (this process's local ones by default), padded to one shape: `parallel.local.local_batch_fn`."""
+    return local_batch_fn(apply_fn, variables, batch_size, devices)
 
 
 def inception_feature_fn(params: Any, batch_size: int, preprocessing: str = "torch_fidelity",

@@ -5,7 +5,7 @@
   read in order (no shuffling, no crops or flips), resized and centre-cropped to the evaluated size;
 - a sample folder or `.npz` (`--samples`): images generated elsewhere (an ADM batch: `arr_0`), or
   the samples/ folder of an earlier evaluation (its shards, in order);
-- a diffusion checkpoint: `diffusion_sampler` draws batch i with `tasks.generate` at the seed
+- a diffusion checkpoint: `diffusion_sampler` draws batch i with `pipe(...)` at the seed
   `sample_store.batch_seed(seed, i)`; class-conditional models get label j -> j % num_classes for
   sample j, text models prompt j % len(prompts), so a batch depends only on its index;
 - a super-resolution checkpoint: `super_resolver` upscales batch i of --data (the targets) from
@@ -37,12 +37,11 @@ from ldm_jax.data.folder import ImageFolderSource
 from ldm_jax.data.pipeline import make_pipeline
 from ldm_jax.data.transforms import from_model_range
 from ldm_jax.evaluation import feature_net, features, sample_store
-from ldm_jax.models import components
-from ldm_jax.models.distributions import DiagonalGaussian
 from ldm_jax.inference import inputs as task_inputs
-from ldm_jax.inference import tasks
+from ldm_jax.inference import tiled_decode
 from ldm_jax.inference.inputs import text_tokenizer
-from ldm_jax.ldm import ModelTraits
+from ldm_jax.ldm import FirstStage, ModelTraits
+from ldm_jax.parallel.local import pad_batch
 
 BUILTIN = "builtin"
 # The tasks whose samples are a model's outputs for the images of --data, compared with them.
@@ -228,9 +227,9 @@ def diffusion_sampler(pipe, *, steps: int, sampler: str, eta: float, guidance_sc
             inputs["class_label"] = [j % classes for j in positions]
         elif kind == "text":
             inputs.update(prompt=[prompts[j % len(prompts)] for j in positions], tokenizer=tokenizer)
-        samples = tasks.generate(pipe, num_steps=steps, sampler=sampler, eta=eta, guidance_scale=guidance_scale,
-                                 seed=sample_store.batch_seed(seed, index), height=image_size, width=image_size,
-                                 batch_size=batch_size, progress=False, **inputs)
+        samples = pipe(num_steps=steps, sampler=sampler, eta=eta, guidance_scale=guidance_scale,
+                       seed=sample_store.batch_seed(seed, index), height=image_size, width=image_size,
+                       batch_size=batch_size, progress=False, **inputs)
         return np.stack([np.asarray(image) for image in samples[:length]])
 
     return draw
@@ -265,10 +264,9 @@ def super_resolver(pipe, *, steps: int, sampler: str, eta: float, seed: int, ima
 
     def upscale(index: int, targets: np.ndarray) -> np.ndarray:
         small = low_resolution(targets, traits.factor).astype(np.float32) / 127.5 - 1.0
-        samples = tasks.generate(pipe, low_res=features.pad_batch(small, batch_size), num_steps=steps,
-                                 sampler=sampler, eta=eta, guidance_scale=1.0,
-                                 seed=sample_store.batch_seed(seed, index), height=image_size, width=image_size,
-                                 batch_size=batch_size, progress=False)
+        samples = pipe(low_res=pad_batch(small, batch_size), num_steps=steps, sampler=sampler, eta=eta,
+                       guidance_scale=1.0, seed=sample_store.batch_seed(seed, index), height=image_size,
+                       width=image_size, batch_size=batch_size, progress=False)
         return np.stack([np.asarray(image) for image in samples[:len(targets)]])
 
     return upscale
@@ -287,7 +285,7 @@ def inpainter(pipe, *, steps: int, sampler: str, eta: float, seed: int, image_si
     Image j (= index * batch_size + k) is masked by `evaluation_masks` mask j; the model sees
     [E(masked image), mask] (`inference.inputs.ldm_inpainting_concat`), and the output keeps the original's
     known pixels exactly (composited in 8 bits). Drawn at the full `batch_size` with the seed
-    `batch_seed(seed, index)`, its x_T and sampler keys split from it as `tasks.generate` does.
+    `batch_seed(seed, index)`, its x_T and sampler keys split from it as `pipe(...)` does.
     """
     traits = pipe.traits
     _check_side(traits, image_size)
@@ -295,13 +293,13 @@ def inpainter(pipe, *, steps: int, sampler: str, eta: float, seed: int, image_si
 
     def inpaint(index: int, originals: np.ndarray) -> np.ndarray:
         mask = evaluation_masks(index * batch_size, len(originals), image_size, coverage)
-        pixels = features.pad_batch(originals, batch_size).astype(np.float32) / 127.5 - 1.0
-        concat = task_inputs.ldm_inpainting_concat(pipe, pixels, features.pad_batch(mask, batch_size))
+        pixels = pad_batch(originals, batch_size).astype(np.float32) / 127.5 - 1.0
+        concat = task_inputs.ldm_inpainting_concat(pipe, pixels, pad_batch(mask, batch_size))
         noise_key, sample_key = jax.random.split(jax.random.PRNGKey(sample_store.batch_seed(seed, index)))
         x_T = jax.random.normal(noise_key, latent_shape, jnp.float32)
         latents = pipe.sample_latents(x_T, concat=concat, sampler=sampler, steps=steps, eta=eta, guidance_scale=1.0,
                                       rng=sample_key, progress=False)
-        generated = _as_pixels(tasks.decode_latents(pipe, latents))[:len(originals)]
+        generated = _as_pixels(pipe.decode(latents, tiled_decode.DEFAULT_MAX_DECODE_PIXELS))[:len(originals)]
         return np.where(mask >= 0.5, generated, originals)
 
     return inpaint
@@ -310,13 +308,11 @@ def inpainter(pipe, *, steps: int, sampler: str, eta: float, seed: int, image_si
 def reconstructor(config: ml_collections.ConfigDict, variables: dict, batch_size: int
                   ) -> Callable[[np.ndarray], np.ndarray]:
     """uint8 images (n <= batch_size, H, W, 3) -> their uint8 reconstructions by the first stage of `config`."""
-    module = components.build(config.model.first_stage.to_dict())
+    first_stage = FirstStage.from_config(config.model.first_stage)
 
-    def apply(variables, images):
-        latents = module.apply(variables, feature_net.as_signed(images), method="encode")
-        if isinstance(latents, DiagonalGaussian):   # KL: the posterior mode; VQ: decode quantises
-            latents = latents.mode()
-        return {"reconstruction": module.apply(variables, latents, method="decode")}
+    def apply(variables, images):   # KL: the posterior mode; VQ: decode quantises
+        latents = first_stage.encoding(variables, feature_net.as_signed(images))
+        return {"reconstruction": first_stage.decode(variables, latents)}
 
     fn = features.sharded_feature_fn(apply, variables, batch_size)
     return lambda images: from_model_range(fn(images)["reconstruction"])

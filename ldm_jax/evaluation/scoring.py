@@ -24,6 +24,7 @@ from ldm_jax.evaluation.precision_recall import NEIGHBOURHOOD, VGG16Fc2, load_vg
 from ldm_jax.evaluation.settings import (GENERATED_METRICS, METRICS, RECONSTRUCTION_METRICS, EvaluationSettings,
                                          Problem, SettingsError, recorded_path)
 from ldm_jax.evaluation.sources import Source, reference_images
+from ldm_jax.parallel.local import pad_batch
 
 IS_SPLITS = 10   # torch-fidelity's default
 # The built-in feature net's training run: fixed, so its features (and cached statistics) do not
@@ -243,8 +244,8 @@ def per_image_metrics(settings: EvaluationSettings, source: Source, store: sampl
     for originals, reconstructions in tqdm(pairs, total=store.num_batches, desc="psnr/ssim", disable=not progress,
                                            leave=False):
         # Padded to one batch size: one compilation; the padding's values are cut off.
-        a = features.pad_batch(originals, settings.batch_size)
-        b = features.pad_batch(reconstructions, settings.batch_size)
+        a = pad_batch(originals, settings.batch_size)
+        b = pad_batch(reconstructions, settings.batch_size)
         for name, fn in fns.items():
             values[name].append(np.asarray(fn(a, b))[:len(originals)])
     out = {}

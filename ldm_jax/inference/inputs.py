@@ -1,9 +1,10 @@
-"""What each LDM task feeds the sampler, given a pipeline: the model's kind, sizes and conditioning.
+"""A task's inputs: what the user gave, sized (`TaskInputs`), its tokenizer and its concat channels.
 
 `pipe.traits` (`ldm_jax.ldm.ModelTraits`) says which conditioning the UNet takes, where it comes
-from, the latent channels and the first-stage factor; `text_tokenizer` picks the tokenizer of the
-model's text encoder. The `*_concat` functions build the extra UNet
-input channels of the concat models, in the reference's channel order (after the noisy latent):
+from, the latent channels and the first-stage factor; `TaskInputs.sized` fixes the batch and the
+pixel size from the inputs and the traits; `text_tokenizer` picks the tokenizer of the model's
+text encoder. The `*_concat` functions build the extra UNet input channels of the concat models,
+in the reference's channel order (after the noisy latent):
 
 | model | concat (after the noisy latent x) | mask convention |
 |---|---|---|
@@ -17,12 +18,87 @@ size=c.shape[-2:]); c = cat((c, cc))` with mask and masked image mapped by x*2-1
 `LatentInpaintDiffusion`: `concat_keys = ("mask", "masked_image")`, mask nearest-resized, masked image
 through `get_first_stage_encoding`, and `DiffusionWrapper` puts `cat([x] + c_concat)`.)
 """
+import dataclasses
+from typing import Any
+
 import jax.numpy as jnp
 import numpy as np
 
 from ldm_jax import images as image_io
 from ldm_jax.ldm import ModelTraits
 from ldm_jax.models import tokenizers
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInputs:
+    """The user's inputs of one call, with the batch and pixel size they imply (see `sized`)."""
+    batch_size: int
+    height: int
+    width: int
+    factor: int                 # first-stage downsampling: latents are (height / factor, width / factor)
+    prompt: Any = None
+    negative_prompt: Any = ""
+    class_label: Any = None
+    image: Any = None
+    mask: Any = None            # white = generate
+    low_res: Any = None
+    segmentation: Any = None
+    layout: Any = None
+    strength: float | None = None
+    tokenizer: Any = None
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        return self.height // self.factor, self.width // self.factor
+
+    @classmethod
+    def sized(cls, traits: ModelTraits, *, height=None, width=None, batch_size=None, **inputs) -> "TaskInputs":
+        """Fills in the batch (the number of prompts or labels, else 1) and the pixel size (given, else
+        the size of the image, low-res image or map, else the trained size), checked against the UNet."""
+        if traits.is_super_resolution and inputs.get("low_res") is None:
+            inputs["low_res"], inputs["image"] = inputs.get("image"), None   # image= serves as low_res
+        scale, sized_by = (traits.factor, inputs["low_res"]) if inputs.get("low_res") is not None else (1, None)
+        sized_by = next((x for x in (sized_by, inputs.get("image"), inputs.get("segmentation")) if x is not None),
+                        None)
+        if (height is None or width is None) and sized_by is not None:
+            h, w = _pixel_size(sized_by)
+            height, width = image_io.round_down_to_multiple(h * scale, w * scale, traits.pixel_multiple)
+        side = traits.latent_size * traits.factor
+        height, width = int(height or side), int(width or side)
+        multiple = traits.pixel_multiple
+        if height % multiple or width % multiple:
+            raise ValueError(f"height and width must be multiples of {multiple} (first-stage factor "
+                             f"{traits.factor} x 2^{traits.unet_levels - 1} UNet levels), got {height}x{width}")
+        if batch_size is None:
+            many = [x for x in (inputs.get("prompt"), inputs.get("class_label")) if isinstance(x, (list, tuple))]
+            batch_size = len(many[0]) if many else 1
+        return cls(batch_size=int(batch_size), height=height, width=width, factor=traits.factor, **inputs)
+
+    def per_sample(self, value) -> list:
+        """`value` (one, or one per sample) as a list of batch_size items."""
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(values) == 1:
+            values = values * self.batch_size
+        if len(values) != self.batch_size:
+            raise ValueError(f"got {len(values)} inputs for batch_size {self.batch_size}")
+        return values
+
+    def batched(self, array) -> jnp.ndarray:
+        """`array` with a leading batch of 1 or batch_size, repeated to batch_size."""
+        array = jnp.asarray(array)
+        if array.shape[0] == self.batch_size:
+            return array
+        if array.shape[0] != 1:
+            raise ValueError(f"an input of batch {array.shape[0]} cannot serve batch_size {self.batch_size}")
+        return jnp.repeat(array, self.batch_size, axis=0)
+
+
+def _pixel_size(image) -> tuple[int, int]:
+    """(height, width) of an image input: a path, a PIL image, an (H, W[, C]) or (N, H, W, C) array."""
+    if isinstance(image, np.ndarray):
+        return tuple(image.shape[-3:-1]) if image.ndim >= 3 else tuple(image.shape)
+    pil = image_io.load_image(image, "L")
+    return pil.height, pil.width
 
 
 def text_tokenizer(traits: ModelTraits, tokenizer):

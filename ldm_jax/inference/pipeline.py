@@ -5,21 +5,29 @@
     latents = pipe.sample_latents(x_T, context=context, uncond_context=uncond, sampler="ddim",
                                   steps=50, eta=0.0, guidance_scale=7.5, rng=key)
     images = pipe.decode(latents)                         # raw decoder output, NHWC
+    pil_images = pipe(prompt="a red bus", tokenizer=vocab_dir, num_steps=50)   # any task, see `__call__`
+
+A call walks one way: `inference.tasks.prepare` turns the user's inputs into sampler inputs (its
+task functions use this pipeline's encoders), `sample_latents` runs the sampler over the
+`LatentDiffusion` core's UNet, and `decode` runs its decoder, in tiles above `max_decode_pixels`.
 
 Every jitted function is built once per pipeline; knobs (guidance, eta, strength, seed, noise)
 are traced, so new values do not recompile. A batch is sharded over the local devices (a 1-D
 "data" mesh over as many devices as divide it); parameters are replicated.
 """
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from ldm_jax import hub
+from ldm_jax import images as image_io
 from ldm_jax.convert import compvis
 from ldm_jax.diffusion.sampling import LatentSampler
+from ldm_jax.inference import tasks, tiled_decode
 from ldm_jax.ldm import LatentDiffusion, ModelTraits
 from ldm_jax.models import conditioners
 from ldm_jax.parallel.local import LocalDevices, shard_batch
@@ -140,16 +148,52 @@ class LatentDiffusionPipeline:
 
     # -- first stage ----------------------------------------------------------------------------------
 
-    def decode(self, latents) -> jax.Array:
+    def decode(self, latents, max_decode_pixels: int | None = None) -> jax.Array:
         """Latents (N, h, w, C) -> raw decoder output (N, H, W, 3): decode(latents / scale_factor)
-        (for an identity first stage, the latents are the pixels)."""
-        return self.devices.run(self._decode, jnp.asarray(latents, jnp.float32))
+        (for an identity first stage, the latents are the pixels). Images of more than
+        `max_decode_pixels` pixels are decoded in overlapping tiles of the trained latent size."""
+        latents = jnp.asarray(latents, jnp.float32)
+        decode = lambda z: self.devices.run(self._decode, z)
+        factor, tile = self.traits.factor, self.traits.latent_size
+        if not tiled_decode.needs_tiling(latents.shape[1] * factor, latents.shape[2] * factor, max_decode_pixels):
+            return decode(latents)
+        return tiled_decode.decode_tiled(decode, latents, tile, tile // 4, factor)
 
     def encode(self, images) -> jax.Array:
         """Images (N, H, W, 3) in [-1, 1] -> latents times scale_factor (KL: the posterior mode)."""
         return self.devices.run(self._encode, jnp.asarray(images, jnp.float32))
 
-    def __call__(self, **kwargs):
-        """Samples the task the inputs describe and returns PIL images: see `ldm_jax.inference.tasks.generate`."""
-        from ldm_jax.inference import tasks  # tasks build on the pipeline's methods
-        return tasks.generate(self, **kwargs)
+    # -- every task, from the user's inputs to PIL images ---------------------------------------------
+
+    def __call__(self, prompt: str | Sequence[str] | None = None, *, negative_prompt: str | Sequence[str] = "",
+                 class_label=None, image=None, mask=None, low_res=None, segmentation=None, layout=None,
+                 num_steps: int = 50, sampler: str = "ddim", guidance_scale: float = 7.5, eta: float = 0.0,
+                 seed: int = 0, height: int | None = None, width: int | None = None, batch_size: int | None = None,
+                 strength: float | None = None, tokenizer=None, progress: bool = True,
+                 max_decode_pixels: int | None = tiled_decode.DEFAULT_MAX_DECODE_PIXELS,
+                 return_latents: bool = False):
+        """Samples the task the inputs describe and returns a list of PIL images (the tasks: see
+        `ldm_jax.inference.tasks`).
+
+        Guidance applies to text and class conditioning (uncond: `negative_prompt` / the null class);
+        other tasks sample without it. `strength` (img2img, default 0.75; 1.0 with a mask) is the
+        fraction of the schedule re-run from the noised input. `return_latents=True` also returns the
+        final latents: `(images, latents)`. The batch is split over the local devices.
+        """
+        inputs = tasks.prepare(self, prompt=prompt, negative_prompt=negative_prompt, class_label=class_label,
+                               image=image, mask=mask, low_res=low_res, segmentation=segmentation, layout=layout,
+                               height=height, width=width, batch_size=batch_size, strength=strength,
+                               tokenizer=tokenizer)
+        noise_key, sample_key = jax.random.split(jax.random.PRNGKey(seed))
+        x_T = jax.random.normal(noise_key, inputs.latent_shape, jnp.float32)
+        latents = self.sample_latents(
+            x_T, context=inputs.context, uncond_context=inputs.uncond_context if inputs.guided else None,
+            class_labels=inputs.class_labels, sampler=sampler, steps=num_steps, eta=eta,
+            guidance_scale=guidance_scale if inputs.guided else 1.0, rng=sample_key, progress=progress,
+            concat=inputs.concat, init_latents=inputs.init_latents, mask=inputs.mask,
+            strength=1.0 if inputs.strength is None else inputs.strength)
+        decoded = self.decode(latents, max_decode_pixels)
+        if inputs.pixel_mask is not None:   # the reference inpaint.py keeps the known pixels
+            decoded = (1.0 - inputs.pixel_mask) * inputs.pixel_image + inputs.pixel_mask * jnp.clip(decoded, -1, 1)
+        images = image_io.array_to_images(np.asarray(decoded))
+        return (images, latents) if return_latents else images

@@ -13,6 +13,8 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
+DEFAULT_MAX_DECODE_PIXELS = 1024 * 1024   # above this many output pixels, the pipeline decodes in tiles
+
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of `tile` covering [0, size) with at least `overlap` shared between neighbours."""

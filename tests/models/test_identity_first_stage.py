@@ -15,7 +15,6 @@ import safetensors.numpy
 import yaml
 
 from ldm_jax import zoo
-from ldm_jax.inference import tasks
 from ldm_jax.ldm import ModelTraits
 from ldm_jax.convert import compvis, reference_config
 from ldm_jax.models import autoencoder, components
@@ -139,7 +138,7 @@ def test_checkpoint_round_trips_and_samples_images_of_the_pixel_size(tmp_path):
     assert reloaded.frozen["first_stage"] == {"params": {}}
 
     pipe = LatentDiffusionPipeline.from_checkpoint(path)
-    images, latents = tasks.generate(pipe, class_label=[0, 4], num_steps=4, guidance_scale=2.0, seed=1,
+    images, latents = pipe(class_label=[0, 4], num_steps=4, guidance_scale=2.0, seed=1,
                                      progress=False, return_latents=True)
     assert latents.shape == (2, IMAGE, IMAGE, 3) and np.all(np.isfinite(np.asarray(latents)))
     assert len(images) == 2 and all(image.size == (IMAGE, IMAGE) for image in images)

@@ -310,7 +310,7 @@ def test_unconditional_tokens():
 
 def test_cached_latents_give_the_same_loss_as_encoding_on_the_fly():
     stage, state, batch, _ = setup("unconditional")
-    posterior = jax.jit(lambda v, x: stage.first_stage.apply(v, x, method="encode"))(
+    posterior = jax.jit(stage.ldm.first_stage.posterior)(
         state.frozen["first_stage"], batch["image"])
     cached = {"mean": np.asarray(posterior.mean), "std": np.asarray(posterior.std)}  # as latent_cache writes them
     rng = jax.random.key(11)
@@ -357,7 +357,7 @@ def test_bfloat16_compute_keeps_float32_master_weights_and_remat():
     config.precision.compute_dtype = "bfloat16"
     config.precision.remat = True
     stage = LatentDiffusionStage.from_config(config)
-    assert stage.unet.dtype == jnp.bfloat16 and stage.unet.remat and stage.first_stage.dtype == jnp.bfloat16
+    assert stage.unet.dtype == jnp.bfloat16 and stage.unet.remat and stage.ldm.first_stage.module.dtype == jnp.bfloat16
     state = jax.eval_shape(stage.init_state, jax.random.key(0))
     new_state, metrics = jax.eval_shape(stage.train_step, state, make_batch("class"), jax.random.key(0))
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(new_state.params))
