@@ -1,4 +1,5 @@
 """Test set-up: 8 simulated CPU devices, a persistent compilation cache, the reference fixtures."""
+import json
 import os
 import pathlib
 
@@ -67,3 +68,17 @@ def random_pipeline(config, seed: int = 0):
     variables = {section: {"params": random_params(components.abstract_params(config.model[section]), seed + i)}
                  for i, section in enumerate(("first_stage", "unet", "cond_stage")) if section in config.model}
     return LatentDiffusionPipeline(config, variables)
+
+
+def tiny_clip_vocab(folder: pathlib.Path, word: str = "cat") -> pathlib.Path:
+    """A byte-level BPE vocabulary of 1000 tokens like the fixture CLIP's (BOS 998, EOS 999), in which
+    the three-letter `word` is one token (id 513) and everything else falls to single bytes."""
+    from ldm_jax.models import tokenizers
+
+    alphabet = tokenizers._byte_level_alphabet()
+    tokens = alphabet + [c + "</w>" for c in alphabet] + [word[:2], word + "</w>"]
+    tokens += [f"unused{i}" for i in range(998 - len(tokens))] + [tokenizers.CLIP_BOS, tokenizers.CLIP_EOS]
+    folder.mkdir()
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (folder / "merges.txt").write_text(f"#version: 0.2\n{word[0]} {word[1]}\n{word[:2]} {word[2]}</w>\n")
+    return folder

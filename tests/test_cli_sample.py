@@ -1,26 +1,14 @@
 """`ldm-jax sample` end to end on the fixture checkpoint with a tiny generated CLIP vocabulary."""
-import json
-
 import numpy as np
 from PIL import Image
 
 from ldm_jax import cli
 from ldm_jax.models import tokenizers
-
-
-def _tiny_clip_vocab(folder):
-    """A byte-level BPE vocabulary of 1000 tokens like the fixture CLIP: BOS 998, EOS 999."""
-    alphabet = tokenizers._byte_level_alphabet()
-    tokens = alphabet + [c + "</w>" for c in alphabet] + ["ca", "cat</w>"]
-    tokens += [f"unused{i}" for i in range(998 - len(tokens))] + [tokenizers.CLIP_BOS, tokenizers.CLIP_EOS]
-    folder.mkdir()
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\nc a\nca t</w>\n")
-    return folder
+from tests.conftest import tiny_clip_vocab
 
 
 def test_sample_writes_a_grid(tmp_path, compvis_fixtures):
-    vocab = _tiny_clip_vocab(tmp_path / "tok")
+    vocab = tiny_clip_vocab(tmp_path / "tok")
     ids = tokenizers.clip_tokenizer(vocab)(["a cat"])
     assert ids[0, 0] == 998 and ids[0, -1] == 999 and 513 in ids[0]      # "cat</w>" is one token
     out = tmp_path / "grid.png"

@@ -6,7 +6,7 @@ import pytest
 
 from ldm_jax.diffusion import sampling
 from ldm_jax import LatentDiffusionPipeline
-from tests.conftest import assert_matches_reference, nchw_to_nhwc, random_pipeline
+from tests.conftest import assert_matches_reference, random_pipeline
 
 
 def nhwc(a):

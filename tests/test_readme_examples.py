@@ -8,7 +8,6 @@ covers fails the test: a new README example must be added here.
 """
 import ast
 import builtins
-import json
 import pathlib
 import re
 
@@ -19,8 +18,7 @@ from PIL import Image
 
 from ldm_jax import config_files
 from ldm_jax.convert import checkpoint_files, compvis
-from ldm_jax.models import tokenizers
-from tests.conftest import REPO, random_pipeline
+from tests.conftest import REPO, random_pipeline, tiny_clip_vocab
 
 README = REPO / "README.md"
 
@@ -139,17 +137,6 @@ def _tiny_text_to_image(folder: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def _tiny_clip_vocab(folder: pathlib.Path) -> pathlib.Path:
-    """A byte-level BPE vocabulary of 1000 tokens (BOS 998, EOS 999), as tests/test_cli_sample.py's."""
-    alphabet = tokenizers._byte_level_alphabet()
-    tokens = alphabet + [c + "</w>" for c in alphabet] + ["fo", "fox</w>"]
-    tokens += [f"unused{i}" for i in range(998 - len(tokens))] + [tokenizers.CLIP_BOS, tokenizers.CLIP_EOS]
-    folder.mkdir()
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\nf o\nfo x</w>\n")
-    return folder
-
-
 def _image_folder(folder: pathlib.Path, count: int = 6) -> pathlib.Path:
     folder.mkdir()
     for i in range(count):
@@ -160,7 +147,7 @@ def _image_folder(folder: pathlib.Path, count: int = 6) -> pathlib.Path:
 def _stand_ins(tmp_path: pathlib.Path) -> dict:
     checkpoint = _tiny_text_to_image(tmp_path)
     return {"checkpoint": str(checkpoint), "config": str(checkpoint.with_suffix(".yaml")),
-            "tokenizer": str(_tiny_clip_vocab(tmp_path / "clip-vocab")) + "/",
+            "tokenizer": str(tiny_clip_vocab(tmp_path / "clip-vocab", "fox")) + "/",
             "grid": str(tmp_path / "grid.png"), "images": str(_image_folder(tmp_path / "ffhq"))}
 
 

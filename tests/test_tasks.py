@@ -1,6 +1,5 @@
 """Every task of `LatentDiffusionPipeline.__call__` (`ldm_jax.inference.tasks`) on tiny random models: shapes, mask / strength semantics,
 concat channel layouts, determinism under a seed."""
-import jax
 import numpy as np
 import pytest
 

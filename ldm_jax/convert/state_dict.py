@@ -12,9 +12,6 @@ import flax
 import flax.linen as nn
 import numpy as np
 
-# Re-exported for callers that still import it from here; it lives with the models.
-from ldm_jax.models.abstract import abstract_module_params as abstract_params  # noqa: F401
-
 _WEIGHT_LEAVES = ("kernel", "scale", "embedding")
 
 

@@ -65,7 +65,7 @@ def data_config(spec: str, image_size: int, batch_size: int, count: int) -> ml_c
         loaded = config_files.load_config(spec)
         data.update((loaded.data if "data" in loaded else loaded).to_dict())
     else:
-        raise ValueError(f"--data {spec!r}: expected 'builtin', an image folder, or a data config file "
+        raise ValueError(f"data {spec!r}: expected 'builtin', an image folder, or a data config file "
                          "path.py[:variant]; no such folder or .py file")
     # The evaluated images, in order: no augmentation, no conditioning inputs.
     data.update(image_size=int(image_size), batch_size=int(batch_size), shuffle=False, num_epochs=1,
@@ -163,7 +163,7 @@ def samples_info(path: str | os.PathLike) -> tuple[int, int]:
 
 def sample_batches(path: str | os.PathLike, count: int, image_size: int, batch_size: int) -> Iterator[np.ndarray]:
     """The first `count` images of a sample folder, an ADM `.npz` or an evaluation's shards, at `image_size`."""
-    what = f"--samples {path}"
+    what = f"samples {path}"
     files = [path] if is_npz(path) else sample_store.shard_files(path)
     if not files:
         return data_batches(data_config(str(path), image_size, batch_size, count), count, what)
@@ -237,7 +237,7 @@ def diffusion_sampler(pipe, *, steps: int, sampler: str, eta: float, guidance_sc
 
 def _check_side(traits: ModelTraits, image_size: int) -> None:
     if image_size % traits.pixel_multiple:
-        raise ValueError(f"--image-size {image_size}: this model needs a multiple of {traits.pixel_multiple} "
+        raise ValueError(f"image_size {image_size}: this model needs a multiple of {traits.pixel_multiple} "
                          f"(first-stage factor {traits.factor} x 2^{traits.unet_levels - 1} UNet levels)")
 
 
