@@ -1,0 +1,255 @@
+"""Full-size programs compiled ahead of time on simulated meshes: per-device memory, FLOPs, compile time.
+
+Nothing is allocated: every train step is `jit_train_step(...).trace(<ShapeDtypeStructs with
+shardings>).lower().compile()` over 8 simulated CPU devices, the state's shardings derived as the
+training loop derives them (`parallel.mesh.abstract_sharded_state`); the sampler is the
+pipeline's `LatentSampler` program, its batch split over the devices that divide it and the
+UNet's weights replicated, as `LocalDevices` places them. Per device it reports XLA's
+`memory_analysis()` (arguments, outputs, temporaries, the donated bytes aliased) and
+`cost_analysis()` FLOPs, the trace + lower and compile seconds, and beside them the floors:
+
+- state floor: the whole train state's bytes / fsdp size (nothing replicated that could be sharded);
+  `state` is what this device really holds of it under the derived shardings;
+- activations: the bytes the backward pass keeps from the forward (`saved_residuals` of the loss,
+  whole batch / batch-parallel devices), with and without remat.
+
+    python experiments/bench_scale.py                                   # the default table (about an hour)
+    python experiments/bench_scale.py --models sd_v1 --meshes fsdp=8 --batches 8 --precisions bf16+remat
+    python experiments/bench_scale.py --programs sample --models sd_v1,sd_v2_v --batches 1,8
+    python experiments/bench_scale.py --models txt2img_f8_bert:tiny --batches 1 --json out.json   # the test's size
+
+`--models` takes the names below or any `configs/<name>.py[:variant]`; a row per (program, model,
+mesh, per-device batch, precision); `--json` writes the rows too.
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from ldm_jax import config_files  # noqa: E402
+from ldm_jax.diffusion.sampling import LatentSampler  # noqa: E402
+from ldm_jax.ldm import LatentDiffusion  # noqa: E402
+from ldm_jax.models import components  # noqa: E402
+from ldm_jax.parallel import mesh as mesh_lib  # noqa: E402
+from ldm_jax.parallel.local import LocalDevices  # noqa: E402
+from ldm_jax.training.experiment import stage_from_config, with_training_defaults  # noqa: E402
+from ldm_jax.training.loop import guarded_step  # noqa: E402
+
+MODELS = {"sd_v1": "configs/sd_v1.py", "sd_v2_v": "configs/sd_v2_v.py", "cin256": "configs/cin256_ldm_vq4.py",
+          "kl_f8": "configs/kl_f8.py"}
+MESHES = {"data=8": {"data": 8}, "fsdp=8": {"data": 1, "fsdp": 8},
+          "data=2xfsdp=4": {"data": 2, "fsdp": 4}}
+PRECISIONS = {"f32": ("float32", False), "f32+remat": ("float32", True), "bf16": ("bfloat16", False),
+              "bf16+remat": ("bfloat16", True)}
+GB = 1e9
+
+
+def load(model: str):
+    return config_files.load_config(str(REPO / MODELS[model]) if model in MODELS else model)
+
+
+def _nbytes(tree) -> int:
+    return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def _shard_bytes(tree) -> int:
+    """Bytes of one device's shards of a tree of sharded ShapeDtypeStructs (device 0's; shards are equal)."""
+    return sum(int(np.prod(x.sharding.shard_shape(x.shape))) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def abstract_batch(config, stage, global_batch: int) -> dict:
+    """ShapeDtypeStructs of one global batch of the fields the stage reads (images and conditioning)."""
+    if "unet" not in config.model:
+        side = int(config.data.image_size)
+        return {"image": jax.ShapeDtypeStruct((global_batch, side, side, 3), jnp.float32)}
+    traits = stage.ldm.traits
+    side = traits.latent_size * traits.factor
+    batch = {"image": jax.ShapeDtypeStruct((global_batch, side, side, 3), jnp.float32)}
+    if traits.is_text:
+        params = traits.cond_params
+        length = int(params.get("max_position_embeddings", params.get("context_length", params.get("max_seq_len", 77))))
+        batch["caption_tokens"] = jax.ShapeDtypeStruct((global_batch, length), jnp.int32)
+    elif traits.is_class_conditional or traits.num_classes is not None:
+        batch["label"] = jax.ShapeDtypeStruct((global_batch,), jnp.int32)
+    elif traits.has_cond_stage or traits.concat_channels:
+        raise ValueError(f"bench_scale builds batches for unconditional, text and class models, not "
+                         f"{traits.cond_kind!r} / {traits.conditioning_key!r}")
+    return batch
+
+
+def _with_sharding(tree, sharding):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def _memory(compiled) -> dict:
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return {"argument_gb": memory.argument_size_in_bytes / GB, "output_gb": memory.output_size_in_bytes / GB,
+            "temp_gb": memory.temp_size_in_bytes / GB, "alias_gb": memory.alias_size_in_bytes / GB,
+            "peak_gb": (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+                        + memory.temp_size_in_bytes) / GB,
+            "tflops": float((cost or {}).get("flops", 0.0)) / 1e12}
+
+
+def _compile(jitted, *args, **kwargs) -> tuple[dict, float, float]:
+    start = time.perf_counter()
+    lowered = jitted.trace(*args, **kwargs).lower()
+    traced = time.perf_counter() - start
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    return _memory(compiled), traced, time.perf_counter() - start
+
+
+def train_setup(model: str, mesh_name: str, per_device_batch: int, precision: str):
+    """(stage, mesh, rules, sharded abstract state, sharded abstract batch) of one training row."""
+    config = with_training_defaults(load(model))
+    config.precision.compute_dtype, config.precision.remat = PRECISIONS[precision]
+    config.mesh.shape = MESHES[mesh_name]
+    mesh = mesh_lib.make_mesh(config.mesh)
+    rules = mesh_lib.logical_axis_rules(config.mesh)
+    stage = stage_from_config(config)
+    batch = abstract_batch(config, stage, per_device_batch * mesh.devices.size)
+    state = mesh_lib.abstract_sharded_state(stage.init_state, mesh, rules, jax.random.key(0), batch)
+    return stage, mesh, rules, state, _with_sharding(batch, mesh_lib.batch_sharding(mesh))
+
+
+def train_row(model: str, mesh_name: str, per_device_batch: int, precision: str) -> dict:
+    stage, mesh, rules, state, batch = train_setup(model, mesh_name, per_device_batch, precision)
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    step = mesh_lib.jit_train_step(guarded_step(stage.train_step), shardings, mesh_lib.batch_sharding(mesh),
+                                   mesh, rules)
+    rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=mesh_lib.replicated(mesh))
+    measured, traced, compiled = _compile(step, state, batch, rng)
+    fsdp, batch_ways = mesh.shape["fsdp"], mesh.shape["data"] * mesh.shape["fsdp"]
+    row = {"program": "train", "model": model, "mesh": mesh_name, "batch": per_device_batch, "precision": precision,
+           **measured, "trace_s": traced, "compile_s": compiled,
+           "state_gb": _shard_bytes(state) / GB, "state_floor_gb": _nbytes(state) / GB / fsdp,
+           "params_m": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params)) / 1e6}
+    if hasattr(stage, "ldm"):
+        row["activations_gb"] = residual_bytes(stage, state, batch) / GB / batch_ways
+    return row
+
+
+def residual_bytes(stage, state, batch) -> int:
+    """Bytes the backward pass of the LDM loss keeps from its forward (the activation floor, whole batch)."""
+    from jax._src.ad_checkpoint import saved_residuals  # the list `jax.ad_checkpoint.print_saved_residuals` prints
+
+    found = []
+
+    def count(frozen, batch):   # under eval_shape: the frozen weights and the batch stay abstract
+        residuals = saved_residuals(_ldm_loss(stage, frozen, batch), state.params)
+        found.append(sum(int(np.prod(aval.shape)) * jnp.dtype(aval.dtype).itemsize for aval, _ in residuals))
+        return 0
+
+    jax.eval_shape(count, state.frozen, batch)
+    return found[0]
+
+
+def _ldm_loss(stage, frozen, batch):
+    """The LDM's loss as a function of the trainable params (the part the gradient flows through)."""
+    traits = stage.ldm.traits
+    n = batch["image"].shape[0]
+    shape = (n, traits.latent_size, traits.latent_size, traits.latent_channels)
+    z0 = jnp.zeros(shape, jnp.float32)
+    t = jnp.zeros((n,), jnp.int32)
+
+    def loss(params):
+        return stage.loss(params, frozen, batch, z0, t, z0, 1.0, None, jax.random.key(0))[0]
+
+    return loss
+
+
+def sample_row(model: str, batch: int, steps: int = 50) -> dict:
+    """The pipeline's guided DDIM program: batch split over the devices that divide it, weights replicated."""
+    config = load(model)
+    ldm = LatentDiffusion(config)
+    traits = ldm.traits
+    mesh = LocalDevices(None).mesh(batch)          # as the pipeline places a batch
+    devices = mesh.size
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    whole = mesh_lib.replicated(mesh)
+    unet = _with_sharding({"params": components.abstract_params(config.model.unet)}, whole)
+    latents = jax.ShapeDtypeStruct((batch, traits.latent_size, traits.latent_size, traits.latent_channels),
+                                   jnp.float32, sharding=split)
+    cond, uncond = {}, None
+    if traits.is_text:
+        width = int(config.model.unet.params.context_dim)
+        context = jax.ShapeDtypeStruct((batch, 77, width), jnp.float32, sharding=split)
+        cond, uncond = {"context": context}, {"context": context}
+    scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=whole)
+    rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=whole)
+    sampler = LatentSampler(ldm.apply_unet, ldm.schedule, ldm.parameterization)
+    measured, traced, compiled = _compile(sampler._run, unet, latents, cond, uncond, scalar, scalar, rng, None,
+                                          None, scalar, None, sampler="ddim", steps=steps, discretize="uniform",
+                                          return_intermediates=False, progress=False)
+    return {"program": f"ddim{steps}+cfg" if uncond else f"ddim{steps}", "model": model,
+            "mesh": f"data={devices}", "batch": batch // devices, "precision": "f32", **measured,
+            "trace_s": traced, "compile_s": compiled, "state_gb": _shard_bytes(unet) / GB,
+            "state_floor_gb": _nbytes(unet) / GB,
+            "params_m": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(unet)) / 1e6}
+
+
+COLUMNS = ("program", "model", "mesh", "batch", "precision", "params_m", "state_gb", "state_floor_gb",
+           "argument_gb", "output_gb", "alias_gb", "temp_gb", "activations_gb", "peak_gb", "tflops", "trace_s",
+           "compile_s")
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        cells = [row.get(c, "") for c in COLUMNS]
+        lines.append("| " + " | ".join(f"{c:.3g}" if isinstance(c, float) else str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--programs", default="train,sample", help="train and / or sample")
+    parser.add_argument("--models", default="sd_v1,sd_v2_v,cin256,kl_f8", help=f"of {sorted(MODELS)} or configs")
+    parser.add_argument("--meshes", default=",".join(MESHES), help=f"of {list(MESHES)}")
+    parser.add_argument("--batches", default="1,8", help="per-device batch sizes")
+    parser.add_argument("--precisions", default=",".join(PRECISIONS), help=f"of {list(PRECISIONS)}")
+    parser.add_argument("--sample-models", default="sd_v1,sd_v2_v", help="the models whose sampler is compiled")
+    parser.add_argument("--steps", type=int, default=50, help="sampler steps")
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    split = lambda text: [x for x in text.split(",") if x]  # noqa: E731
+    programs = split(args.programs)
+    rows = []
+
+    def report(row):
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    if "train" in programs:
+        for model in split(args.models):
+            for mesh_name in split(args.meshes):
+                for batch in map(int, split(args.batches)):
+                    for precision in split(args.precisions):
+                        report(train_row(model, mesh_name, batch, precision))
+    if "sample" in programs:
+        for model in split(args.sample_models):
+            for batch in map(int, split(args.batches)):
+                report(sample_row(model, batch, args.steps))
+    print(markdown(rows))
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
