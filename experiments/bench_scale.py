@@ -13,13 +13,16 @@ UNet's weights replicated, as `LocalDevices` places them. Per device it reports 
 - activations: the bytes the backward pass keeps from the forward (`saved_residuals` of the loss,
   whole batch / batch-parallel devices), with and without remat.
 
-    python experiments/bench_scale.py                                   # the default table (about an hour)
+    python experiments/bench_scale.py                      # every row: 96 train steps + 4 samplers (~10 h on 2 cores)
     python experiments/bench_scale.py --models sd_v1 --meshes fsdp=8 --batches 8 --precisions bf16+remat
-    python experiments/bench_scale.py --programs sample --models sd_v1,sd_v2_v --batches 1,8
-    python experiments/bench_scale.py --models txt2img_f8_bert:tiny --batches 1 --json out.json   # the test's size
+    python experiments/bench_scale.py --programs sample --sample-models sd_v1,sd_v2_v --batches 1,8
+    python experiments/bench_scale.py --programs sample --sample-models sd_v1 --batches 1 --cache-dir /tmp/jc  # twice
+    python experiments/bench_scale.py --models configs/txt2img_f8_bert.py:tiny --meshes data=2xfsdp=4 --batches 1
+    python experiments/bench_scale.py --topology v5e:2x4 --models sd_v1 --meshes fsdp=8 --batches 8   # TPU programs
 
 `--models` takes the names below or any `configs/<name>.py[:variant]`; a row per (program, model,
-mesh, per-device batch, precision); `--json` writes the rows too.
+mesh, per-device batch, precision); `--json` writes the rows too. With `--topology` the same programs are
+compiled for that TPU slice by libtpu on this host (no TPU needed): XLA:TPU's own memory figures.
 """
 import argparse
 import json
@@ -105,21 +108,23 @@ def _memory(compiled) -> dict:
             "tflops": float((cost or {}).get("flops", 0.0)) / 1e12}
 
 
-def _compile(jitted, *args, **kwargs) -> tuple[dict, float, float]:
+def _compile(jitted, *args, platform: str | None = None, **kwargs) -> tuple[dict, float, float]:
     start = time.perf_counter()
-    lowered = jitted.trace(*args, **kwargs).lower()
+    lowered = jitted.trace(*args, **kwargs).lower(lowering_platforms=(platform,) if platform else None)
     traced = time.perf_counter() - start
     start = time.perf_counter()
     compiled = lowered.compile()
     return _memory(compiled), traced, time.perf_counter() - start
 
 
-def train_setup(model: str, mesh_name: str, per_device_batch: int, precision: str):
+def train_setup(model: str, mesh_name: str, per_device_batch: int, precision: str, devices=None):
     """(stage, mesh, rules, sharded abstract state, sharded abstract batch) of one training row."""
     config = with_training_defaults(load(model))
     config.precision.compute_dtype, config.precision.remat = PRECISIONS[precision]
     config.mesh.shape = MESHES[mesh_name]
-    mesh = mesh_lib.make_mesh(config.mesh)
+    if "unet" not in config.model:
+        config.train.random_lpips = True   # compiling needs the LPIPS network's shapes, not its trained weights
+    mesh = mesh_lib.make_mesh(config.mesh, devices)
     rules = mesh_lib.logical_axis_rules(config.mesh)
     stage = stage_from_config(config)
     batch = abstract_batch(config, stage, per_device_batch * mesh.devices.size)
@@ -127,13 +132,14 @@ def train_setup(model: str, mesh_name: str, per_device_batch: int, precision: st
     return stage, mesh, rules, state, _with_sharding(batch, mesh_lib.batch_sharding(mesh))
 
 
-def train_row(model: str, mesh_name: str, per_device_batch: int, precision: str) -> dict:
-    stage, mesh, rules, state, batch = train_setup(model, mesh_name, per_device_batch, precision)
+def train_row(model: str, mesh_name: str, per_device_batch: int, precision: str, devices=None,
+              platform: str | None = None) -> dict:
+    stage, mesh, rules, state, batch = train_setup(model, mesh_name, per_device_batch, precision, devices)
     shardings = jax.tree.map(lambda x: x.sharding, state)
     step = mesh_lib.jit_train_step(guarded_step(stage.train_step), shardings, mesh_lib.batch_sharding(mesh),
                                    mesh, rules)
     rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=mesh_lib.replicated(mesh))
-    measured, traced, compiled = _compile(step, state, batch, rng)
+    measured, traced, compiled = _compile(step, state, batch, rng, platform=platform)
     fsdp, batch_ways = mesh.shape["fsdp"], mesh.shape["data"] * mesh.shape["fsdp"]
     row = {"program": "train", "model": model, "mesh": mesh_name, "batch": per_device_batch, "precision": precision,
            **measured, "trace_s": traced, "compile_s": compiled,
@@ -173,12 +179,12 @@ def _ldm_loss(stage, frozen, batch):
     return loss
 
 
-def sample_row(model: str, batch: int, steps: int = 50) -> dict:
+def sample_row(model: str, batch: int, steps: int = 50, devices=None, platform: str | None = None) -> dict:
     """The pipeline's guided DDIM program: batch split over the devices that divide it, weights replicated."""
     config = load(model)
     ldm = LatentDiffusion(config)
     traits = ldm.traits
-    mesh = LocalDevices(None).mesh(batch)          # as the pipeline places a batch
+    mesh = LocalDevices(None, devices).mesh(batch)          # as the pipeline places a batch
     devices = mesh.size
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     whole = mesh_lib.replicated(mesh)
@@ -195,7 +201,7 @@ def sample_row(model: str, batch: int, steps: int = 50) -> dict:
     sampler = LatentSampler(ldm.apply_unet, ldm.schedule, ldm.parameterization)
     measured, traced, compiled = _compile(sampler._run, unet, latents, cond, uncond, scalar, scalar, rng, None,
                                           None, scalar, None, sampler="ddim", steps=steps, discretize="uniform",
-                                          return_intermediates=False, progress=False)
+                                          return_intermediates=False, progress=False, platform=platform)
     return {"program": f"ddim{steps}+cfg" if uncond else f"ddim{steps}", "model": model,
             "mesh": f"data={devices}", "batch": batch // devices, "precision": "f32", **measured,
             "trace_s": traced, "compile_s": compiled, "state_gb": _shard_bytes(unet) / GB,
@@ -203,7 +209,18 @@ def sample_row(model: str, batch: int, steps: int = 50) -> dict:
             "params_m": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(unet)) / 1e6}
 
 
-COLUMNS = ("program", "model", "mesh", "batch", "precision", "params_m", "state_gb", "state_floor_gb",
+def tpu_devices(topology: str):
+    """The devices of a TPU topology, for compiling on a host without TPUs (libtpu must be installed)."""
+    from jax.experimental import topologies
+
+    try:
+        return topologies.get_topology_desc(topology_name=topology, platform="tpu").devices, "tpu"
+    except Exception as error:
+        raise SystemExit(f"--topology {topology}: no TPU compiler ({error}); install libtpu "
+                         f"(pip install 'jax[tpu]') to compile for TPUs from this host") from error
+
+
+COLUMNS = ("backend", "program", "model", "mesh", "batch", "precision", "params_m", "state_gb", "state_floor_gb",
            "argument_gb", "output_gb", "alias_gb", "temp_gb", "activations_gb", "peak_gb", "tflops", "trace_s",
            "compile_s")
 
@@ -226,12 +243,19 @@ def main(argv=None) -> int:
     parser.add_argument("--sample-models", default="sd_v1,sd_v2_v", help="the models whose sampler is compiled")
     parser.add_argument("--steps", type=int, default=50, help="sampler steps")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--topology", help="compile for this TPU topology instead (e.g. v5e:2x4; needs libtpu)")
+    parser.add_argument("--cache-dir", help="JAX's persistent compilation cache (run twice: the second is warm)")
     args = parser.parse_args(argv)
+    if args.cache_dir:
+        jax.config.update("jax_compilation_cache_dir", args.cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     split = lambda text: [x for x in text.split(",") if x]  # noqa: E731
+    devices, platform = tpu_devices(args.topology) if args.topology else (None, None)
     programs = split(args.programs)
     rows = []
 
     def report(row):
+        row["backend"] = f"tpu {args.topology}" if args.topology else "cpu x8"
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -240,11 +264,11 @@ def main(argv=None) -> int:
             for mesh_name in split(args.meshes):
                 for batch in map(int, split(args.batches)):
                     for precision in split(args.precisions):
-                        report(train_row(model, mesh_name, batch, precision))
+                        report(train_row(model, mesh_name, batch, precision, devices, platform))
     if "sample" in programs:
         for model in split(args.sample_models):
             for batch in map(int, split(args.batches)):
-                report(sample_row(model, batch, args.steps))
+                report(sample_row(model, batch, args.steps, devices, platform))
     print(markdown(rows))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -9,6 +9,8 @@
   it recomputes the weights and keeps every matmul in XLA:CPU's fast form (experiments/bench_train.py).
 - Elsewhere (TPU, float32 GPU): `jax.nn.dot_product_attention` with XLA's implementation.
 
+The formulation is picked when the program is lowered (`jax.lax.platform_dependent`), so a program
+compiled ahead of time for a TPU from a CPU host (experiments/bench_scale.py) holds the TPU's.
 `query_chunk_size` bounds memory on any backend by attending one block of queries at a time.
 """
 import jax
@@ -56,16 +58,23 @@ def _implementation(query: jax.Array) -> str | None:
 
 
 def _attend_full(query, key, value, mask, is_causal):
-    if jax.default_backend() == "cpu":
+    """The formulation of the platform the program is lowered for: chosen at lowering, not from the
+    default backend, so a program compiled ahead of time for a TPU or GPU on a CPU host gets theirs."""
+    def on_cpu():
+        cpu_mask = mask
         if is_causal:
             causal = jnp.tril(jnp.ones((query.shape[1], key.shape[1]), bool))
-            mask = causal if mask is None else jnp.logical_and(mask, causal)
-        return _attend_cpu(query, key, value, mask)
-    # "highest" keeps float32 inputs in full float32 on every backend (TPU and TF32 GPUs would
-    # otherwise round to bfloat16 / TF32) so outputs match the float32 reference.
-    with jax.default_matmul_precision("highest"):
-        return jax.nn.dot_product_attention(query, key, value, mask=mask, is_causal=is_causal,
-                                            implementation=_implementation(query))
+            cpu_mask = causal if mask is None else jnp.logical_and(mask, causal)
+        return _attend_cpu(query, key, value, cpu_mask)
+
+    def with_xla():
+        # "highest" keeps float32 inputs in full float32 on every backend (TPU and TF32 GPUs would
+        # otherwise round to bfloat16 / TF32) so outputs match the float32 reference.
+        with jax.default_matmul_precision("highest"):
+            return jax.nn.dot_product_attention(query, key, value, mask=mask, is_causal=is_causal,
+                                                implementation=_implementation(query))
+
+    return jax.lax.platform_dependent(cpu=on_cpu, default=with_xla)
 
 
 def _scores(a, b):
