@@ -65,7 +65,7 @@ def _attend_full(query, key, value, mask, is_causal):
         if is_causal:
             causal = jnp.tril(jnp.ones((query.shape[1], key.shape[1]), bool))
             cpu_mask = causal if mask is None else jnp.logical_and(mask, causal)
-        return _attend_cpu(query, key, value, cpu_mask)
+        return _attend_cpu(query, key, value, cpu_mask).astype(value.dtype)  # as XLA's: the branches must agree
 
     def with_xla():
         # "highest" keeps float32 inputs in full float32 on every backend (TPU and TF32 GPUs would
