@@ -68,6 +68,10 @@ def _nbytes(tree) -> int:
     return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
+def _millions(tree) -> float:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree)) / 1e6
+
+
 def _shard_bytes(tree) -> int:
     """Bytes of one device's shards of a tree of sharded ShapeDtypeStructs (device 0's; shards are equal)."""
     return sum(int(np.prod(x.sharding.shard_shape(x.shape))) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
@@ -144,7 +148,7 @@ def train_row(model: str, mesh_name: str, per_device_batch: int, precision: str,
     row = {"program": "train", "model": model, "mesh": mesh_name, "batch": per_device_batch, "precision": precision,
            **measured, "trace_s": traced, "compile_s": compiled,
            "state_gb": _shard_bytes(state) / GB, "state_floor_gb": _nbytes(state) / GB / fsdp,
-           "params_m": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params)) / 1e6}
+           "params_m": _millions(state.params)}
     if hasattr(stage, "ldm"):
         row["activations_gb"] = residual_bytes(stage, state, batch) / GB / batch_ways
     return row
@@ -185,7 +189,6 @@ def sample_row(model: str, batch: int, steps: int = 50, devices=None, platform: 
     ldm = LatentDiffusion(config)
     traits = ldm.traits
     mesh = LocalDevices(None, devices).mesh(batch)          # as the pipeline places a batch
-    devices = mesh.size
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     whole = mesh_lib.replicated(mesh)
     unet = _with_sharding({"params": components.abstract_params(config.model.unet)}, whole)
@@ -203,10 +206,10 @@ def sample_row(model: str, batch: int, steps: int = 50, devices=None, platform: 
                                           None, scalar, None, sampler="ddim", steps=steps, discretize="uniform",
                                           return_intermediates=False, progress=False, platform=platform)
     return {"program": f"ddim{steps}+cfg" if uncond else f"ddim{steps}", "model": model,
-            "mesh": f"data={devices}", "batch": batch // devices, "precision": "f32", **measured,
+            "mesh": f"data={mesh.size}", "batch": batch // mesh.size, "precision": "f32", **measured,
             "trace_s": traced, "compile_s": compiled, "state_gb": _shard_bytes(unet) / GB,
             "state_floor_gb": _nbytes(unet) / GB,
-            "params_m": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(unet)) / 1e6}
+            "params_m": _millions(unet)}
 
 
 def tpu_devices(topology: str):

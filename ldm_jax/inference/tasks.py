@@ -65,9 +65,8 @@ def class_conditional(pipe, inputs: TaskInputs) -> dict:
     if inputs.class_label is None:
         raise ValueError("a class-conditional model needs class_label= (an int or a list of ints)")
     labels = jnp.asarray(inputs.per_sample(inputs.class_label), jnp.int32)
-    n_classes = int(pipe.traits.cond_params.get("n_classes", 1000))
     return dict(context=pipe.encode_class(labels),
-                uncond_context=pipe.encode_class(jnp.full_like(labels, n_classes - 1)), guided=True)
+                uncond_context=pipe.encode_class(pipe.unconditional_class_labels(len(labels))), guided=True)
 
 
 def layout_to_image(pipe, inputs: TaskInputs) -> dict:

@@ -59,7 +59,8 @@ def _implementation(query: jax.Array) -> str | None:
 
 def _attend_full(query, key, value, mask, is_causal):
     """The formulation of the platform the program is lowered for: chosen at lowering, not from the
-    default backend, so a program compiled ahead of time for a TPU or GPU on a CPU host gets theirs."""
+    default backend, so a program compiled ahead of time for a TPU on a CPU host gets the TPU's
+    (cuDNN is still picked only on a GPU host: `_implementation`)."""
     def on_cpu():
         cpu_mask = mask
         if is_causal:
