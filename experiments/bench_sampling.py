@@ -123,15 +123,13 @@ def pin_threads(threads: int) -> None:
 def run_ours(args, workdir: pathlib.Path) -> dict:
     import jax
     import jax.numpy as jnp
-    from safetensors.numpy import load_file
-
-    from ldm_jax.convert import compvis
+    from ldm_jax.convert import checkpoint_files, compvis
     from ldm_jax.models import unet
 
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[args.dtype]
     params = json.loads((workdir / "params.json").read_text())
     inputs = dict(np.load(workdir / "inputs.npz"))
-    _, variables = compvis.convert_module("unet", load_file(workdir / "unet.safetensors"), params,
+    _, variables = compvis.convert_module("unet", checkpoint_files.read_state_dict(workdir / "unet.safetensors"), params,
                                           dtype=dtype, param_dtype=dtype)
     # The same architecture, with the JAX-only options convert_module does not take.
     module = unet.unet_from_reference(params, dtype=dtype, param_dtype=dtype,

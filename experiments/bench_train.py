@@ -228,12 +228,14 @@ def grad_parity_in_process(params: dict, latent_size: int, batch: int = 2, seed:
 
 def run_ours(args, workdir: pathlib.Path) -> dict:
     import jax
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import save_file
+
+    from ldm_jax.convert import checkpoint_files
 
     params = json.loads((workdir / "params.json").read_text())
     inputs = dict(np.load(workdir / "inputs.npz"))
-    stage, state = our_stage_and_state(params, load_file(workdir / "unet.safetensors"), ema=args.ema,
-                                       remat=args.remat)
+    stage, state = our_stage_and_state(params, checkpoint_files.read_state_dict(workdir / "unet.safetensors"),
+                                       ema=args.ema, remat=args.remat)
     rss_loaded = shared.peak_rss_mb()
     loss, grads = our_loss_and_grads(stage, state, inputs)
     save_file(reference_grads(grads), workdir / "ours_grads.safetensors")

@@ -3,11 +3,13 @@
 `.safetensors` never needs torch. A pickled `.ckpt` is opened with `torch.load(weights_only=True)`,
 which unpickles tensors and plain containers only, so no CompVis code is imported or run.
 """
+import json
 import os
 import pathlib
 import tempfile
-from typing import Mapping
+from typing import Iterator, Mapping
 
+import ml_dtypes
 import numpy as np
 
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -17,8 +19,11 @@ class CheckpointFileError(ValueError):
     """A checkpoint file that cannot be read: truncated, corrupt, or of an unknown format."""
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The flat state dict of a CompVis-format checkpoint, as numpy arrays keyed by reference name."""
+def read_state_dict(path: str | os.PathLike) -> Mapping[str, np.ndarray]:
+    """The flat state dict of a CompVis-format checkpoint, as numpy arrays keyed by reference name.
+
+    A `.safetensors` file is read tensor by tensor as the mapping is indexed (see `SafetensorsFile`).
+    """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -48,15 +53,59 @@ def write_safetensors(state_dict: Mapping[str, np.ndarray], path: str | os.PathL
             os.remove(tmp)
 
 
-def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+def _read_safetensors(path: pathlib.Path) -> "SafetensorsFile":
+    return SafetensorsFile(path)
 
-    try:
-        return load_file(path)
-    except (SafetensorError, ValueError, OSError) as error:
-        raise CheckpointFileError(f"{path}: not a readable .safetensors file (truncated or corrupt?): "
-                                  f"{error}") from error
+
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+                       "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+                       "BOOL": np.bool_}
+
+
+class SafetensorsFile(Mapping):
+    """The tensors of a `.safetensors` file, each read from disk when looked up and not kept.
+
+    Converting a checkpoint then holds one host tensor at a time instead of the whole file: a 4 GB SD
+    checkpoint loads at about the size of its parameters. Plain reads, not mmap, whose touched pages
+    would stay resident (and counted) until the file is closed. The header is checked on opening, so a
+    truncated file fails before any tensor is read.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = pathlib.Path(path)
+        size = self.path.stat().st_size
+        try:
+            with open(self.path, "rb") as file:
+                header_bytes = int.from_bytes(file.read(8), "little")
+                if not 0 < header_bytes <= size - 8:
+                    raise ValueError(f"header length {header_bytes} does not fit a {size}-byte file")
+                header = json.loads(file.read(header_bytes))
+            header.pop("__metadata__", None)
+            self._data_start = 8 + header_bytes
+            self._entries = {key: (np.dtype(_SAFETENSORS_DTYPES[entry["dtype"]]), tuple(entry["shape"]),
+                                   tuple(entry["data_offsets"])) for key, entry in header.items()}
+        except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+            raise CheckpointFileError(f"{self.path}: not a readable .safetensors file (truncated or corrupt?): "
+                                      f"{type(error).__name__}: {error}") from error
+        for key, (dtype, shape, (begin, end)) in self._entries.items():
+            if end - begin != dtype.itemsize * int(np.prod(shape)) or self._data_start + end > size:
+                raise CheckpointFileError(f"{self.path}: not a readable .safetensors file (truncated or corrupt?): "
+                                          f"tensor {key!r} {dtype}{list(shape)} at bytes {begin}-{end} of the "
+                                          f"data does not fit the {size - self._data_start} data bytes")
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        dtype, shape, (begin, _) = self._entries[key]
+        tensor = np.empty(shape, dtype)
+        with open(self.path, "rb") as file:
+            file.seek(self._data_start + begin)
+            file.readinto(tensor.reshape(-1).view(np.uint8))
+        return tensor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ import yaml
 
 from ldm_jax import config_files
 from ldm_jax.convert import checkpoint_files, reference_config
-from ldm_jax.convert.state_dict import CheckpointMismatchError, load_params, to_state_dict
+from ldm_jax.convert.state_dict import CheckpointMismatchError, KeyView, load_params, to_state_dict
 from ldm_jax.diffusion.schedule import CHECKPOINT_BUFFERS, DiffusionSchedule
 from ldm_jax.models import components
 from ldm_jax.models.abstract import abstract_module_params
@@ -60,16 +60,17 @@ _EMA_PREFIX = "model_ema."
 _EMA_BOOKKEEPING = ("model_ema.decay", "model_ema.num_updates")
 
 
-def component_state_dict(kind: str, state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The tensors of one component, under the module's own key names, minus ignored buffers."""
+def component_state_dict(kind: str, state_dict: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """The tensors of one component, under the module's own key names, minus ignored buffers (a view:
+    nothing is read until it is indexed)."""
     layout = _layout(kind)
     prefix = next((p for p in layout.prefixes if any(key.startswith(p) for key in state_dict)), None)
     if prefix is not None:
-        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    elif not layout.standalone:
-        state_dict = {}
+        names = {k[len(prefix):]: k for k in state_dict if k.startswith(prefix)}
+    else:
+        names = {k: k for k in state_dict} if layout.standalone else {}
     ignored = re.compile("|".join(layout.ignored)) if layout.ignored else None
-    return {k: v for k, v in state_dict.items() if not (ignored and ignored.fullmatch(k))}
+    return KeyView(state_dict, {k: v for k, v in names.items() if not (ignored and ignored.fullmatch(k))})
 
 
 def convert_module(kind: str, state_dict: Mapping[str, np.ndarray], params: Mapping,
@@ -151,7 +152,7 @@ def _abstract(kind: str, module: nn.Module) -> dict:
 
 
 def _ema_params(abstract, state_dict, source):
-    ema = {k: v for k, v in state_dict.items() if k.startswith(_EMA_PREFIX) and k not in _EMA_BOOKKEEPING}
+    ema = KeyView(state_dict, {k: k for k in state_dict if k.startswith(_EMA_PREFIX) and k not in _EMA_BOOKKEEPING})
     if not ema:
         raise CheckpointMismatchError(f"{source}: use_ema=True but the checkpoint holds no EMA weights "
                                       f"(no {_EMA_PREFIX}* keys); load it with use_ema=False")

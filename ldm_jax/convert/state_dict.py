@@ -6,10 +6,11 @@ Naming: every Flax module is named after the reference attribute, a list index w
 Layout: a kernel's two feature axes are last in Flax (..., in, out) and first in torch
 (out, in, ...); every other tensor is stored as is.
 """
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import flax
 import flax.linen as nn
+import jax.numpy as jnp
 import numpy as np
 
 _WEIGHT_LEAVES = ("kernel", "scale", "embedding")
@@ -17,6 +18,23 @@ _WEIGHT_LEAVES = ("kernel", "scale", "embedding")
 
 class CheckpointMismatchError(ValueError):
     """A state dict does not fit the model: missing, unexpected or wrongly shaped tensors."""
+
+
+class KeyView(Mapping):
+    """The tensors of `state_dict` under new keys (`names`: new key -> stored key), looked up only when
+    indexed, so a lazily read checkpoint (`checkpoint_files.SafetensorsFile`) stays unread."""
+
+    def __init__(self, state_dict: Mapping[str, np.ndarray], names: Mapping[str, str]):
+        self._state_dict, self._names = state_dict, dict(names)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._state_dict[self._names[key]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def reference_key(path: tuple[str, ...]) -> str:
@@ -58,7 +76,8 @@ def load_params(params_like: Mapping, state_dict: Mapping[str, np.ndarray], *,
 
     `lookup` turns a reference key into the key actually stored (e.g. the EMA naming).
     Keys in `ignored` (buffers and heads with no Flax parameter) may be absent or present.
-    Raises CheckpointMismatchError naming every missing, unexpected or misshapen tensor.
+    Raises CheckpointMismatchError naming every missing, unexpected or misshapen tensor. Each tensor is
+    read once and placed on the default device as it is converted, so the host holds one at a time.
     """
     flat = flax.traverse_util.flatten_dict(params_like)
     missing, misshapen, used, out = [], [], set(ignored), {}
@@ -73,7 +92,7 @@ def load_params(params_like: Mapping, state_dict: Mapping[str, np.ndarray], *,
         if value.shape != expected:
             misshapen.append(f"{key}: {source} has shape {value.shape}, the model expects {expected}")
             continue
-        out[path] = from_reference_layout(path, value).astype(spec.dtype)
+        out[path] = jnp.asarray(from_reference_layout(path, value).astype(spec.dtype, copy=False))
     unexpected = sorted(set(state_dict) - used)
     if missing or misshapen or unexpected:
         raise CheckpointMismatchError(_mismatch_message(source, len(flat), missing, unexpected, misshapen))

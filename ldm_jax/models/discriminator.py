@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ldm_jax.models import layers
+from ldm_jax.models.conv import conv_general_dilated
 
 Dtype = Any
 KERNEL_SIZE = 4
@@ -43,7 +44,8 @@ def patch_conv(features: int, in_features: int, stride: int, use_bias: bool, *, 
     kernel_init = nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, None, layers.EMBED, layers.MLP))
     return nn.Conv(features, (KERNEL_SIZE, KERNEL_SIZE), strides=stride, padding=[(PADDING, PADDING)] * 2,
                    use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, precision="highest",
-                   kernel_init=kernel_init, bias_init=_torch_bias_init(in_features * KERNEL_SIZE ** 2), name=name)
+                   kernel_init=kernel_init, bias_init=_torch_bias_init(in_features * KERNEL_SIZE ** 2), name=name,
+                   conv_general_dilated=conv_general_dilated)
 
 
 class BatchNorm(nn.Module):

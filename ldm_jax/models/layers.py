@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ldm_jax.models.conv import conv_general_dilated
+
 Dtype = Any
 
 # Logical axis names. The mesh rules that map them to `data` / `fsdp` / `tensor` live in configs.
@@ -50,7 +52,8 @@ def conv(features: int, kernel_size: int | Sequence[int], *, stride: int = 1, pa
         padding = [(padding, padding)] * len(kernel_size)
     return nn.Conv(features, tuple(kernel_size), strides=stride, padding=padding, use_bias=use_bias,
                    dtype=dtype, param_dtype=param_dtype, precision="highest",
-                   kernel_init=_kernel_init(len(kernel_size) + 2), bias_init=_bias_init, name=name)
+                   kernel_init=_kernel_init(len(kernel_size) + 2), bias_init=_bias_init, name=name,
+                   conv_general_dilated=conv_general_dilated)
 
 
 def dense(features: int, *, use_bias: bool = True, dtype: Dtype = jnp.float32,
