@@ -107,6 +107,16 @@ def median_time(fn, repeats: int) -> tuple[float, list[float]]:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS: the kernel's high-water mark of its own address space (VmHWM).
+
+    Not `getrusage().ru_maxrss`: Linux keeps across exec the peak of the forked copy of the parent,
+    so a worker started by this script would report at least the parent's RSS at the fork (the parent
+    holds the random weights: 6.8 GB at SD v1 width).
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 

@@ -157,7 +157,7 @@ def test_tiny_class_conditional_concat_pipeline(first_stage_kind, parameterizati
     concat = pipe.encode(images)
     assert concat.shape == (2, 8, 8, 3)
     x_T = jax.random.normal(jax.random.PRNGKey(6), (2, 8, 8, 3))
-    kwargs = dict(class_labels=jnp.array([3, 9]), concat=concat, sampler="dpm_solver", steps=4,
+    kwargs = dict(class_labels=jnp.array([3, 9]), concat=concat, sampler="dpm_solver++", steps=4,
                   progress=False)
     a = pipe.sample_latents(x_T, guidance_scale=3.0, **kwargs)
     b = pipe.sample_latents(x_T, guidance_scale=3.0, **kwargs)

@@ -27,9 +27,9 @@ def guided_model_output(model_fn: ModelFn, params, x: jax.Array, t: jax.Array, c
     """The raw model output, guided: out_u + s (out_c - out_u) from one call on [uncond; cond].
 
     Without `uncond` the model runs once on the conditional batch and `guidance_scale` is unused.
-    `t` is a scalar or (N,) timestep; it is broadcast over the batch.
+    `t` is a scalar or (N,) timestep, broadcast over the batch: int32, or float32 on a fractional grid.
     """
-    t = jnp.broadcast_to(jnp.asarray(t, jnp.int32), (x.shape[0],))
+    t = jnp.broadcast_to(_timestep(t), (x.shape[0],))
     if uncond is None:
         return model_fn(params, x, t, cond)
     out = model_fn(params, jnp.concatenate([x, x]), jnp.concatenate([t, t]), stack_conditioning(uncond, cond))
@@ -42,12 +42,17 @@ def to_eps_and_x0(parameterization: Parameterization, schedule: DiffusionSchedul
     """(eps, pred_x0) from a model output, as the reference DDIM sampler converts it.
 
     `alpha` / `sqrt_one_minus_alpha` are the sampler's float32 scalars for this step (the eps path
-    uses them, as the reference does); v models use the schedule buffers at `t`.
+    uses them, as the reference does); v models use the schedule buffers at an integer `t`, as the
+    reference does, and `alpha` at a fractional one, as diffusers' Euler does.
     """
-    t = jnp.broadcast_to(jnp.asarray(t, jnp.int32), (x.shape[0],))
+    t = jnp.broadcast_to(_timestep(t), (x.shape[0],))
     if parameterization == "eps":
         eps = model_output
         return eps, (x - sqrt_one_minus_alpha * eps) / jnp.sqrt(alpha)
+    if parameterization == "v" and jnp.issubdtype(t.dtype, jnp.floating):
+        sqrt_alpha = jnp.sqrt(alpha)
+        return (sqrt_alpha * model_output + sqrt_one_minus_alpha * x,
+                sqrt_alpha * x - sqrt_one_minus_alpha * model_output)
     if parameterization == "v":
         return (objectives.predict_eps_from_z_and_v(schedule, x, t, model_output),
                 objectives.predict_start_from_z_and_v(schedule, x, t, model_output))
@@ -55,6 +60,12 @@ def to_eps_and_x0(parameterization: Parameterization, schedule: DiffusionSchedul
         x0 = model_output
         return (x - jnp.sqrt(alpha) * x0) / sqrt_one_minus_alpha, x0
     raise ValueError(f"unknown parameterization {parameterization!r}; expected eps, x0 or v")
+
+
+def _timestep(t) -> jax.Array:
+    """Timesteps as int32, unless fractional (float32, from a diffusers-style interpolated grid)."""
+    t = jnp.asarray(t)
+    return t.astype(jnp.float32 if jnp.issubdtype(t.dtype, jnp.floating) else jnp.int32)
 
 
 def guided_eps_and_x0(model_fn: ModelFn, params, x, t, cond, uncond, guidance_scale, *,

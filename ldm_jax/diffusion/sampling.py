@@ -8,6 +8,13 @@ Traced (changing them never recompiles): params, x_T, cond/uncond, guidance_scal
 noise, init_latents, strength, mask. Static: sampler, steps, discretize, return_intermediates, progress
 (and whether noise / init_latents / mask / uncond are given at all).
 
+Whom each sampler matches by default (`discretize=None`): `ddim` and `plms` the CompVis reference
+(`DDIMSampler`, `PLMSSampler`, uniform spacing); `ddpm`, `dpm_solver++` and `euler` (eta 0; eta 1 is
+Euler ancestral) diffusers' `DDPMScheduler`, `DPMSolverMultistepScheduler` and `EulerDiscreteScheduler` /
+`EulerAncestralDiscreteScheduler` as made `from_config` of Stable Diffusion's scheduler config.
+`discretize` picks another spacing for any sampler: "uniform" / "quad" (the reference's) or
+"leading" / "trailing" / "linspace" (diffusers', exactly `steps` steps for any count); see `timesteps`.
+
 img2img keeps `strength` traced by scanning over every step of the grid and skipping, with
 `lax.cond`, the steps before t_enc = floor(strength * S): the compiled program is the full
 sampling loop, and a skipped step costs a branch, not a UNet call.
@@ -36,10 +43,12 @@ def sampler_spec(name: str) -> SamplerSpec:
     return SAMPLERS[name]
 
 
-def sampling_grid(schedule: DiffusionSchedule, sampler: str, steps: int, discretize: str = "uniform"
+def sampling_grid(schedule: DiffusionSchedule, sampler: str, steps: int, discretize: str | None = None
                   ) -> SamplingGrid:
-    """The grid a sampler walks (the model is called at `grid.timesteps`, in that order)."""
-    return sampler_spec(sampler).make_grid(np.asarray(schedule.alphas_cumprod), steps, discretize)
+    """The grid a sampler walks (the model is called at `grid.timesteps`, in that order); `discretize`
+    None is the sampler's default spacing."""
+    spec = sampler_spec(sampler)
+    return spec.make_grid(np.asarray(schedule.alphas_cumprod), steps, discretize or spec.default_spacing)
 
 
 def img2img_start(grid: SamplingGrid, init_latents, x_T, strength):
@@ -59,7 +68,7 @@ def img2img_start(grid: SamplingGrid, init_latents, x_T, strength):
 
 def sample(model_fn: guidance.ModelFn, params, x_T, cond, uncond=None, *, schedule: DiffusionSchedule,
            parameterization: Parameterization = "eps", sampler: str = "ddim", steps: int = 50,
-           discretize: str = "uniform", guidance_scale=1.0, eta=0.0, rng=None, noise=None,
+           discretize: str | None = None, guidance_scale=1.0, eta=0.0, rng=None, noise=None,
            init_latents=None, strength=1.0, mask=None, return_intermediates: bool = False,
            progress: ScanProgressBar | None = None):
     """Samples latents from x_T (NHWC). Pure: call it under `jax.jit` with the static knobs static.
@@ -84,8 +93,8 @@ def sample(model_fn: guidance.ModelFn, params, x_T, cond, uncond=None, *, schedu
     if init_latents is not None:
         init_latents = init_latents.astype(x_T.dtype)
         x_start, first_active = img2img_start(grid, init_latents, x_T, strength)
-    else:
-        x_start, first_active = x_T, jnp.zeros((), jnp.int32)
+    else:  # Euler on diffusers' grid starts from its initial noise sigma
+        x_start, first_active = (x_T * grid.start_scale).astype(x_T.dtype), jnp.zeros((), jnp.int32)
     keep = None if mask is None else (1.0 - mask).astype(x_T.dtype)
 
     def denoise(x, j):
@@ -98,8 +107,11 @@ def sample(model_fn: guidance.ModelFn, params, x_T, cond, uncond=None, *, schedu
         state, x = carry
         if keep is not None:  # the reference blends the known region in before every step
             blend_noise = jax.random.normal(jax.random.fold_in(jax.random.fold_in(rng, _BLEND_NOISE), i), x.shape)
-            t = jnp.broadcast_to(grid.timesteps[i], (x.shape[0],))
-            known = objectives.q_sample(schedule, init_latents, t, blend_noise.astype(x.dtype))
+            if grid.fractional:  # no schedule entry at a fractional timestep: the grid's own level
+                known = jnp.sqrt(grid.alphas[i]) * init_latents + grid.sqrt_one_minus_alphas[i] * blend_noise
+            else:
+                t = jnp.broadcast_to(grid.timesteps[i], (x.shape[0],))
+                known = objectives.q_sample(schedule, init_latents, t, blend_noise.astype(x.dtype))
             x = known * keep + (1.0 - keep) * x
         if not spec.stochastic:
             step_noise = jnp.zeros_like(x)
@@ -161,7 +173,7 @@ class LatentSampler:
         self._run = jax.jit(run, static_argnames=self.STATIC, **(jit_kwargs or {}))
 
     def __call__(self, params, x_T, cond, uncond=None, *, sampler: str = "ddim", steps: int = 50,
-                 discretize: str = "uniform", guidance_scale: float = 1.0, eta: float = 0.0, rng=None,
+                 discretize: str | None = None, guidance_scale: float = 1.0, eta: float = 0.0, rng=None,
                  seed: int | None = None, noise=None, init_latents=None, strength: float = 1.0, mask=None,
                  return_intermediates: bool = False, progress: bool = True) -> Any:
         """See `sample`. `seed` (traced) is an alternative to `rng`."""

@@ -122,7 +122,7 @@ class LatentDiffusionPipeline:
                        steps: int = 10, eta: float = 0.0, guidance_scale: float = 3.0, noise=None, rng=None,
                        return_intermediates: bool = False, *, uncond_class_labels=None, concat=None,
                        uncond_concat=None, init_latents=None, strength: float = 1.0, mask=None,
-                       seed: int | None = None, discretize: str = "uniform", progress: bool = True):
+                       seed: int | None = None, discretize: str | None = None, progress: bool = True):
         """Samples latents (N, h, w, C) from x_T, with classifier-free guidance when an unconditional
         context (or class) is given.
 

@@ -19,9 +19,19 @@ MU, S2 = 1.5, 0.25
 SHAPE = (64, 8, 8, 4)  # 16384 samples
 
 
+SIGMAS = np.sqrt((1 - np.asarray(SCHEDULE.alphas_cumprod, np.float64)) / np.asarray(SCHEDULE.alphas_cumprod))
+
+
+def alpha_at(t):
+    """alpha_bar at t, with sigma interpolated linearly between timesteps (as on Euler's fractional grid)."""
+    sigma = jnp.interp(jnp.asarray(t, jnp.float32), jnp.arange(SIGMAS.shape[0], dtype=jnp.float32),
+                       jnp.asarray(SIGMAS, jnp.float32))
+    return 1 / (1 + sigma ** 2)
+
+
 def gaussian_eps(params, x, t, cond):
     """The exact eps of N(mu + cond shift, s2) data; mu and s2 are traced params."""
-    a = SCHEDULE.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    a = alpha_at(t).reshape(-1, 1, 1, 1)
     mu = params["mu"] + (cond["shift"].reshape(-1, 1, 1, 1) if cond else 0.0)
     return jnp.sqrt(1 - a) * (x - jnp.sqrt(a) * mu) / (a * params["s2"] + 1 - a)
 
@@ -44,19 +54,21 @@ def sampler():
 
 
 def exact_start(name, steps, key=0):
-    """x_T drawn from the exact marginal at the grid's first timestep."""
-    a_start, _ = start_and_end(name, steps)
-    mean, std = marginal(a_start)
-    return jnp.asarray(mean + std * np.asarray(jax.random.normal(jax.random.PRNGKey(key), SHAPE)), jnp.float32)
+    """x_T such that the sampler starts (after its start scale) from the exact marginal at the first timestep."""
+    grid = sampling.sampling_grid(SCHEDULE, name, steps)
+    mean, std = marginal(float(grid.alphas[0]))
+    x = mean + std * np.asarray(jax.random.normal(jax.random.PRNGKey(key), SHAPE))
+    return jnp.asarray(x / float(grid.start_scale), jnp.float32)
 
 
 def ode_solution(x_T, name, steps):
     a_start, a_end = start_and_end(name, steps)
     (m0, s0), (m1, s1) = marginal(a_start), marginal(a_end)
-    return m1 + s1 * (np.asarray(x_T) - m0) / s0
+    x_start = np.asarray(x_T) * float(sampling.sampling_grid(SCHEDULE, name, steps).start_scale)
+    return m1 + s1 * (x_start - m0) / s0
 
 
-@pytest.mark.parametrize("name, tolerance", [("ddim", 0.06), ("plms", 0.005), ("dpm_solver", 0.03), ("euler", 0.06)])
+@pytest.mark.parametrize("name, tolerance", [("ddim", 0.06), ("plms", 0.005), ("dpm_solver++", 0.04), ("euler", 0.06)])
 def test_deterministic_samplers_follow_the_probability_flow_ode(sampler, name, tolerance):
     x_T = exact_start(name, 100)
     out = sampler(PARAMS, x_T, None, sampler=name, steps=100, progress=False)
@@ -64,22 +76,26 @@ def test_deterministic_samplers_follow_the_probability_flow_ode(sampler, name, t
     assert error < tolerance, f"{name}: max error {error:.3g} against the exact ODE solution"
 
 
-def _ode_error(sampler, name, steps):
-    x_T = exact_start(name, steps)
-    out = sampler(PARAMS, x_T, None, sampler=name, steps=steps, progress=False)
-    return np.abs(np.asarray(out) - ode_solution(x_T, name, steps)).mean()
+def _ode_error(sampler, name, steps, discretize=None):
+    grid = sampling.sampling_grid(SCHEDULE, name, steps, discretize)
+    (m0, s0), (m1, s1) = marginal(float(grid.alphas[0])), marginal(float(grid.alphas_prev[-1]))
+    x_start = m0 + s0 * np.asarray(jax.random.normal(jax.random.PRNGKey(0), SHAPE))
+    out = sampler(PARAMS, jnp.asarray(x_start / float(grid.start_scale), jnp.float32), None, sampler=name,
+                  steps=steps, discretize=discretize, progress=False)
+    return np.abs(np.asarray(out) - (m1 + s1 * (x_start - m0) / s0)).mean()
 
 
 def test_dpm_solver_converges_faster_than_ddim(sampler):
-    assert _ode_error(sampler, "dpm_solver", 5) < _ode_error(sampler, "ddim", 5) / 2
-    # Second order against first order: doubling the steps cuts DPM-Solver++'s error by more.
-    assert _ode_error(sampler, "dpm_solver", 50) / _ode_error(sampler, "dpm_solver", 100) > 2.5
-    assert _ode_error(sampler, "ddim", 50) / _ode_error(sampler, "ddim", 100) < 2.2
+    # On one grid (the reference's, which ends short of the data, so no final jump to sigma 0 blurs
+    # the comparison), second order against first: doubling the steps cuts DPM-Solver++'s error by more.
+    dpm_50, dpm_100 = (_ode_error(sampler, "dpm_solver++", steps, "uniform") for steps in (50, 100))
+    ddim_50, ddim_100 = (_ode_error(sampler, "ddim", steps, "uniform") for steps in (50, 100))
+    assert dpm_50 / dpm_100 > 2.5 and ddim_50 / ddim_100 < 2.2 and dpm_50 < ddim_50 / 1.25
 
 
 # Ancestral sampling with the posterior mean of x0 (no x0 variance) slightly underestimates the
 # variance on coarse grids (about 1-3% here), so these use many steps.
-@pytest.mark.parametrize("name, steps, eta", [("ddim", 250, 1.0), ("ddpm", 1000, 0.0), ("euler", 250, 1.0)])
+@pytest.mark.parametrize("name, steps, eta", [("ddim", 250, 1.0), ("ddpm", 500, 0.0), ("euler", 250, 1.0)])
 def test_stochastic_samplers_reach_the_data_distribution(sampler, name, steps, eta):
     x_T = exact_start(name, steps)
     out = np.asarray(sampler(PARAMS, x_T, None, sampler=name, steps=steps, eta=eta, seed=3, progress=False))
@@ -128,7 +144,7 @@ def _count_model_calls(name, steps, **kwargs):
     calls = []
 
     def model_fn(params, x, t, cond):
-        jax.debug.callback(lambda tt: calls.append(int(tt[0])), t, ordered=True)
+        jax.debug.callback(lambda tt: calls.append(tt[0].item()), t, ordered=True)
         return gaussian_eps(params, x, t, cond)
 
     out = sampling.LatentSampler(model_fn, SCHEDULE)(PARAMS, exact_start(name, steps), None, sampler=name,
@@ -171,8 +187,8 @@ def test_latent_blending_keeps_the_known_region():
 
 
 def test_intermediates_start_with_x_T(sampler):
-    x_T = exact_start("dpm_solver", 10)
-    out, inter = sampler(PARAMS, x_T, None, sampler="dpm_solver", steps=10, return_intermediates=True,
+    x_T = exact_start("dpm_solver++", 10)
+    out, inter = sampler(PARAMS, x_T, None, sampler="dpm_solver++", steps=10, return_intermediates=True,
                          progress=False)
     for key in ("x_inter", "pred_x0"):
         assert inter[key].shape == (11, *SHAPE)

@@ -14,3 +14,4 @@ class SamplerSpec(NamedTuple):
     init_state: Callable[[Any], Any]    # x -> state
     step: Callable[..., Any]
     stochastic: bool                    # draws noise (with eta > 0 for DDIM / Euler)
+    default_spacing: str                # `discretize` when none is given: whom it matches by default

@@ -27,4 +27,4 @@ def step(state: DDIMState, x, i, denoise, grid: SamplingGrid, eta, noise):
     return state, ddim_update(x0, eps, grid.alphas_prev[i], sigma, noise), x0
 
 
-SAMPLER = SamplerSpec("ddim", ddim_grid, init_state, step, stochastic=True)
+SAMPLER = SamplerSpec("ddim", ddim_grid, init_state, step, stochastic=True, default_spacing="uniform")

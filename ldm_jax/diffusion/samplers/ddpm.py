@@ -1,8 +1,9 @@
 """Ancestral DDPM sampling (Ho et al. 2020): x_prev ~ q(x_prev | x_t, x0 = pred_x0).
 
-With num_steps == T it walks every timestep T-1..0 like the reference `p_sample_loop`
-(clip_denoised=False, as LatentDiffusion samples, and no noise on the last step). With fewer
-steps the posterior is taken between consecutive grid points (respaced DDPM).
+The posterior is taken between consecutive grid points, the last step landing on the data without
+noise. By default the grid is diffusers' `DDPMScheduler`'s (leading spacing, steps_offset 1, as made
+from Stable Diffusion's scheduler config); with discretize="uniform" and num_steps == T it walks every
+timestep T-1..0 like the reference `p_sample_loop` (clip_denoised=False, as LatentDiffusion samples).
 """
 import flax
 import jax.numpy as jnp
@@ -20,11 +21,6 @@ def init_state(x) -> DDPMState:
     return DDPMState()
 
 
-def make_grid(alphas_cumprod, num_steps: int, discretize: str = "uniform") -> SamplingGrid:
-    del discretize  # the ancestral grid is always evenly spaced
-    return ddpm_grid(alphas_cumprod, num_steps)
-
-
 def step(state: DDPMState, x, i, denoise, grid: SamplingGrid, eta, noise):
     del eta
     _, x0 = denoise(x, i)
@@ -36,4 +32,4 @@ def step(state: DDPMState, x, i, denoise, grid: SamplingGrid, eta, noise):
     return state, mean + grid.sigma_unit[i] * noise, x0
 
 
-SAMPLER = SamplerSpec("ddpm", make_grid, init_state, step, stochastic=True)
+SAMPLER = SamplerSpec("ddpm", ddpm_grid, init_state, step, stochastic=True, default_spacing="leading")

@@ -1,16 +1,18 @@
 """Euler (Karras et al. 2022 / k-diffusion) in sigma space, with ancestral noise when eta > 0.
 
 With sigma = sqrt((1 - a) / a) and x~ = x / sqrt(a), the probability-flow ODE is dx~/dsigma = eps.
-eta = 0 is the plain Euler step (on the same grid this equals DDIM eta=0 up to rounding); eta > 0
-is Euler ancestral: step down to sigma_down, then add sigma_up * z (k-diffusion's get_ancestral_step).
-On the same grid sqrt(a_next) * sigma_up is exactly DDIM's sigma for the same eta, so Euler and DDIM
-differ only by rounding; Euler is here for users who expect the k-diffusion name and parametrisation.
+eta = 0 is the plain Euler step; eta > 0 is Euler ancestral: step down to sigma_down, then add
+sigma_up * z (k-diffusion's get_ancestral_step; eta = 1 is diffusers' `EulerAncestralDiscreteScheduler`).
+By default the grid is diffusers' `EulerDiscreteScheduler`'s as made from Stable Diffusion's scheduler
+config (linspace: fractional timesteps, sigma interpolated, a last step to sigma 0, and x_T scaled to
+its initial noise sigma); on the reference's DDIM grid ("uniform") sqrt(a_next) * sigma_up is exactly
+DDIM's sigma for the same eta, so Euler and DDIM differ only by rounding there.
 """
 import flax
 import jax.numpy as jnp
 
 from ldm_jax.diffusion.samplers import SamplerSpec
-from ldm_jax.diffusion.timesteps import SamplingGrid, ddim_grid
+from ldm_jax.diffusion.timesteps import SamplingGrid, euler_grid
 
 
 @flax.struct.dataclass
@@ -33,4 +35,4 @@ def step(state: EulerState, x, i, denoise, grid: SamplingGrid, eta, noise):
     return state, jnp.sqrt(a_next) * x_scaled, x0
 
 
-SAMPLER = SamplerSpec("euler", ddim_grid, init_state, step, stochastic=True)
+SAMPLER = SamplerSpec("euler", euler_grid, init_state, step, stochastic=True, default_spacing="linspace")

@@ -50,4 +50,4 @@ def step(state: PLMSState, x, i, denoise, grid: SamplingGrid, eta, noise):
     return PLMSState(old_eps=old_eps, count=jnp.minimum(state.count + 1, 3)), x_prev, x0
 
 
-SAMPLER = SamplerSpec("plms", ddim_grid, init_state, step, stochastic=False)
+SAMPLER = SamplerSpec("plms", ddim_grid, init_state, step, stochastic=False, default_spacing="uniform")
