@@ -41,6 +41,7 @@ def compiled(fn, *args) -> str:
 @pytest.mark.parametrize("x_shape,kernel_shape,strides,padding", CASES)
 def test_matches_xla_convolution(monkeypatch, forward_max_pixels, budget, forward_op, backward_op,
                                  x_shape, kernel_shape, strides, padding):
+    monkeypatch.setattr(conv, "MATMUL_MIN_KERNEL_SIZE", 0)
     monkeypatch.setattr(conv, "MATMUL_FORWARD_MAX_PIXELS", forward_max_pixels)
     monkeypatch.setattr(conv, "PATCH_BUDGET_BYTES", budget)
     rng = np.random.default_rng(0)
@@ -68,7 +69,13 @@ def test_plan_follows_size_and_budget():
     assert conv._plan((4, 256, 256, 128), (3, 3, 128, 128), (1, 1), pads, 4) == (False, False)
 
 
-def test_grouped_convolution_stays_xla():
+def test_narrow_convolution_stays_xla():
+    x, kernel = jnp.ones((1, 6, 6, 64)), jnp.ones((3, 3, 64, 64))
+    assert " convolution(" in compiled(lambda x, k: ours(x, k, (1, 1), "SAME"), x, kernel)
+
+
+def test_grouped_convolution_stays_xla(monkeypatch):
+    monkeypatch.setattr(conv, "MATMUL_MIN_KERNEL_SIZE", 0)
     x, kernel = jnp.ones((1, 6, 6, 4)), jnp.ones((3, 3, 2, 4))
     grouped = lambda x, k: conv.conv_general_dilated(x, k, (1, 1), "SAME", feature_group_count=2,  # noqa: E731
                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))

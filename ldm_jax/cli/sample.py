@@ -38,6 +38,9 @@ def add(commands) -> None:
     sample.add_argument("--strength", type=float, help="image-to-image strength in [0, 1] (default 0.75)")
     sample.add_argument("--steps", type=int, default=50)
     sample.add_argument("--sampler", default="ddim", help="ddim, plms, ddpm, dpm_solver++ or euler")
+    sample.add_argument("--discretize",
+                        help="timestep spacing: the reference's uniform / quad, or diffusers' leading / trailing / "
+                             "linspace (exactly --steps steps); default: the sampler's own (see the README)")
     sample.add_argument("--guidance-scale", "--guidance_scale", type=float, default=7.5)
     sample.add_argument("--eta", type=float, default=0.0)
     sample.add_argument("--seed", type=int, default=0)
@@ -60,9 +63,9 @@ def _sample(args) -> int:
     samples = pipe(
         prompt=args.prompt, negative_prompt=args.negative_prompt, class_label=args.class_label,
         image=args.image, mask=args.mask, low_res=args.low_res, segmentation=args.segmentation, layout=args.layout,
-        num_steps=args.steps, sampler=args.sampler, guidance_scale=args.guidance_scale, eta=args.eta,
-        seed=args.seed, height=args.height, width=args.width, batch_size=args.batch_size, strength=args.strength,
-        tokenizer=args.tokenizer, progress=not args.no_progress)
+        num_steps=args.steps, sampler=args.sampler, discretize=args.discretize, guidance_scale=args.guidance_scale,
+        eta=args.eta, seed=args.seed, height=args.height, width=args.width, batch_size=args.batch_size,
+        strength=args.strength, tokenizer=args.tokenizer, progress=not args.no_progress)
     images.make_grid(samples, args.rows).save(args.out)
     print(f"wrote {args.out} ({len(samples)} images, {samples[0].width}x{samples[0].height}) "
           f"in {time.perf_counter() - start:.1f}s")

@@ -167,8 +167,8 @@ class LatentDiffusionPipeline:
 
     def __call__(self, prompt: str | Sequence[str] | None = None, *, negative_prompt: str | Sequence[str] = "",
                  class_label=None, image=None, mask=None, low_res=None, segmentation=None, layout=None,
-                 num_steps: int = 50, sampler: str = "ddim", guidance_scale: float = 7.5, eta: float = 0.0,
-                 seed: int = 0, height: int | None = None, width: int | None = None, batch_size: int | None = None,
+                 num_steps: int = 50, sampler: str = "ddim", discretize: str | None = None,
+                 guidance_scale: float = 7.5, eta: float = 0.0, seed: int = 0, height: int | None = None, width: int | None = None, batch_size: int | None = None,
                  strength: float | None = None, tokenizer=None, progress: bool = True,
                  max_decode_pixels: int | None = tiled_decode.DEFAULT_MAX_DECODE_PIXELS,
                  return_latents: bool = False):
@@ -177,7 +177,8 @@ class LatentDiffusionPipeline:
 
         Guidance applies to text and class conditioning (uncond: `negative_prompt` / the null class);
         other tasks sample without it. `strength` (img2img, default 0.75; 1.0 with a mask) is the
-        fraction of the schedule re-run from the noised input. `return_latents=True` also returns the
+        fraction of the schedule re-run from the noised input. `discretize` picks the timestep spacing
+        (None: the sampler's own default, see `ldm_jax.diffusion.sampling`). `return_latents=True` also returns the
         final latents: `(images, latents)`. The batch is split over the local devices.
         """
         inputs = tasks.prepare(self, prompt=prompt, negative_prompt=negative_prompt, class_label=class_label,
@@ -188,7 +189,7 @@ class LatentDiffusionPipeline:
         x_T = jax.random.normal(noise_key, inputs.latent_shape, jnp.float32)
         latents = self.sample_latents(
             x_T, context=inputs.context, uncond_context=inputs.uncond_context if inputs.guided else None,
-            class_labels=inputs.class_labels, sampler=sampler, steps=num_steps, eta=eta,
+            class_labels=inputs.class_labels, sampler=sampler, steps=num_steps, discretize=discretize, eta=eta,
             guidance_scale=guidance_scale if inputs.guided else 1.0, rng=sample_key, progress=progress,
             concat=inputs.concat, init_latents=inputs.init_latents, mask=inputs.mask,
             strength=1.0 if inputs.strength is None else inputs.strength)

@@ -6,7 +6,9 @@ peak: at SD v1 width a 3x3 convolution over the 2x2 level is ~30x slower (XLA re
 on every call), over 4x4-8x8 inputs 1.5-2.5x, and its gradients are ~2x slower at every size
 (figures in experiments/README.md). `conv_general_dilated` has lax's signature (it is given to
 `nn.Conv`) and, on the CPU only, computes 2-D convolutions from patches where that is faster and the
-patch matrix fits a memory budget. GPU and TPU keep XLA's convolution (cuDNN, the TPU emitter).
+patch matrix fits a memory budget. Narrow convolutions keep XLA's: there the patch program costs more
+compile time (2-2.5x for a 32-channel UNet) than it saves. GPU and TPU keep XLA's convolution (cuDNN,
+the TPU emitter).
 """
 import functools
 
@@ -15,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+# Kernels with fewer weights (3x3 from 128 to 128 channels) keep XLA's convolution.
+MATMUL_MIN_KERNEL_SIZE = 3 * 3 * 128 * 128
 # Above this many output pixels XLA:CPU's forward convolution is as fast as the patch matmul.
 MATMUL_FORWARD_MAX_PIXELS = 32 * 32
 # The patch matrix (kernel taps x the input) may take at most this much memory per call.
@@ -35,7 +39,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
              and all(d == 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
              and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
              == lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
-    if not plain:
+    if not plain or np.prod(rhs.shape) < MATMUL_MIN_KERNEL_SIZE:
         return xla(lhs, rhs)
     strides = tuple(window_strides)
     pads = tuple(map(tuple, lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
