@@ -71,10 +71,11 @@ def train_and_evaluate(config, workdir, *, progress: bool = True) -> dict:
 
     mesh = mesh_lib.make_mesh(config.mesh)
     rules = mesh_lib.logical_axis_rules(config.mesh)
+    batch_sharding = mesh_lib.batch_sharding(mesh)  # over data x fsdp: tensor-parallel devices share examples
     stage = stage_from_config(config)
     pipeline = pipeline_from_config(config.data)
     start_state = pipeline.get_state()
-    example = to_global_batch(_device_fields(next(pipeline)), mesh)
+    example = to_global_batch(_device_fields(next(pipeline)), mesh, batch_sharding.spec)
     pipeline.set_state(start_state)  # the example is also the first training batch
 
     base_rng = jax.random.key(config.seed)
@@ -91,8 +92,7 @@ def train_and_evaluate(config, workdir, *, progress: bool = True) -> dict:
     else:
         state = _fresh_state(stage, mesh, rules, init_rng, example)
     shardings = jax.tree.map(lambda x: x.sharding, state)
-    train_step = mesh_lib.jit_train_step(guarded_step(stage.train_step), shardings, mesh_lib.batch_sharding(mesh),
-                                         mesh, rules)
+    train_step = mesh_lib.jit_train_step(guarded_step(stage.train_step), shardings, batch_sharding, mesh, rules)
 
     num_steps = config.train.num_steps
     writer = metrics_lib.MetricsWriter(workdir, total_steps=num_steps, batch_size=config.train.global_batch_size)
@@ -110,7 +110,7 @@ def train_and_evaluate(config, workdir, *, progress: bool = True) -> dict:
     try:
         while step < num_steps:
             local = next(pipeline)
-            batch = to_global_batch(_device_fields(local), mesh)
+            batch = to_global_batch(_device_fields(local), mesh, batch_sharding.spec)
             state, step_metrics = train_step(state, batch, run_rng)
             step += 1
             bar.update(1)

@@ -41,9 +41,11 @@ def test_a_resumed_run_computes_what_an_uninterrupted_one_does(tmp_path):
 
 
 @pytest.mark.slow
-def test_preemption_saves_and_stops(tmp_path, monkeypatch):
+def test_preemption_saves_and_stops_on_a_tensor_parallel_mesh(tmp_path, monkeypatch):
     monkeypatch.setattr(loop.checkpointing, "preemption_requested", lambda step=None: step == 1)
-    summary = loop.train_and_evaluate(_config("ldm_tiny", num_steps=4), tmp_path, progress=False)
+    config = _config("ldm_tiny", num_steps=4)
+    config.mesh.shape = {"data": 4, "fsdp": 1, "tensor": 2}  # the batch is split over data only
+    summary = loop.train_and_evaluate(config, tmp_path, progress=False)
     assert summary["step"] == 1
     assert (tmp_path / "checkpoints" / "1").is_dir()
 

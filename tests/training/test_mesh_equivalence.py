@@ -1,5 +1,5 @@
-"""The real LDM train step on 8 simulated devices: pure data parallel, FSDP (4 x 2) and one device
-give the same losses and parameters."""
+"""The real LDM train step on 8 simulated devices: pure data parallel, FSDP (4 x 2), tensor parallel
+(4 x 2) and one device give the same losses and parameters."""
 import jax
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ from tests.conftest import REPO
 
 
 @pytest.mark.slow
-def test_data_parallel_fsdp_and_one_device_agree():
+def test_data_parallel_fsdp_tensor_parallel_and_one_device_agree():
     config = with_training_defaults(load_config(f"{REPO / 'configs' / 'builtin_shapes.py'}:ldm_tiny"))
     stage = stage_from_config(config)
     pipeline = pipeline_from_config(config.data)
@@ -24,6 +24,7 @@ def test_data_parallel_fsdp_and_one_device_agree():
     host_state = jax.device_get(jax.jit(stage.init_state)(jax.random.key(0), batches[0]))
     runs = {}
     for name, shape, devices in (("data", {"data": 8}, jax.devices()), ("fsdp", {"data": 4, "fsdp": 2}, jax.devices()),
+                                 ("tensor", {"data": 4, "tensor": 2}, jax.devices()),
                                  ("one device", {"data": 1}, jax.devices()[:1])):
         config.mesh.shape = {"data": 1, "fsdp": 1, "tensor": 1, **shape}
         mesh = mesh_lib.make_mesh(config.mesh, devices)
@@ -35,14 +36,14 @@ def test_data_parallel_fsdp_and_one_device_agree():
                                        mesh_lib.batch_sharding(mesh), mesh, rules)
         losses = []
         for batch in batches:
-            state, metrics = step(state, to_global_batch(batch, mesh), jax.random.key(1))
+            state, metrics = step(state, to_global_batch(batch, mesh, mesh_lib.batch_sharding(mesh).spec), jax.random.key(1))
             losses.append((float(metrics["loss"]), float(metrics["grad_norm"])))
         runs[name] = (losses, jax.device_get(state.params))
-        if name == "fsdp":  # FSDP really shards: some kernel is split over the fsdp axis
+        if name in ("fsdp", "tensor"):  # the model axis really shards: some kernel is split over it
             specs = [s.spec for s in jax.tree.leaves(shardings.params)]
-            assert any("fsdp" in str(spec) for spec in specs)
+            assert any(name in str(spec) for spec in specs)
     reference_losses, reference_params = runs["one device"]
-    for name in ("data", "fsdp"):
+    for name in ("data", "fsdp", "tensor"):
         losses, params = runs[name]
         np.testing.assert_allclose(losses, reference_losses, rtol=1e-5)  # losses and gradient norms
         # Adam divides by sqrt(v): where a gradient is ~0, float noise in the reduction order can flip
