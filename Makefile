@@ -18,6 +18,11 @@ $(VENV)/.installed: $(VENV)/.base
 	# The reference metric packages, for parity tests only; --no-deps: their torchvision requirement
 	# would replace the CPU torch (the tests load the modules that need no torchvision).
 	$(VENV)/bin/pip install --quiet --no-deps pytorch-fid==0.3.0 torch-fidelity==0.4.0
+	# open_clip's tokenizer and CLIP's real vocabulary, for tokenizer parity tests; --no-deps: it
+	# requires torchvision and timm too (the tests load its tokenizer module alone).
+	$(VENV)/bin/pip install --quiet --no-deps open-clip-torch==3.3.0
+	# k-diffusion's samplers, for parity tests; its training dependencies are not needed (nor installed).
+	$(VENV)/bin/pip install --quiet --no-deps k-diffusion==0.1.1.post1
 	touch $@
 
 .PHONY: demo test

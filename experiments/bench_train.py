@@ -131,7 +131,6 @@ def our_loss_and_grads(stage, state, inputs: dict):
 
 def torch_loss_and_grads(model, inputs: dict, device="cpu") -> tuple[float, dict]:
     """(loss, {diffusers name: grad}) of one forward/backward of diffusers' UNet on the same inputs."""
-    import torch
     import torch.nn.functional as F
 
     tensors = _torch_inputs(inputs, device)

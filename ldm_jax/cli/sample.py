@@ -39,8 +39,9 @@ def add(commands) -> None:
     sample.add_argument("--steps", type=int, default=50)
     sample.add_argument("--sampler", default="ddim", help="ddim, plms, ddpm, dpm_solver++ or euler")
     sample.add_argument("--discretize",
-                        help="timestep spacing: the reference's uniform / quad, or diffusers' leading / trailing / "
-                             "linspace (exactly --steps steps); default: the sampler's own (see the README)")
+                        help="timestep spacing: the reference's uniform / quad, diffusers' leading / trailing / linspace "
+                             "(exactly --steps steps), k-diffusion (euler, dpm_solver++) or time_uniform "
+                             "(dpm_solver++ as SD 2's DPMSolverSampler); default: the sampler's own (see the README)")
     sample.add_argument("--guidance-scale", "--guidance_scale", type=float, default=7.5)
     sample.add_argument("--eta", type=float, default=0.0)
     sample.add_argument("--seed", type=int, default=0)

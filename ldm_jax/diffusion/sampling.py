@@ -13,7 +13,10 @@ Whom each sampler matches by default (`discretize=None`): `ddim` and `plms` the 
 Euler ancestral) diffusers' `DDPMScheduler`, `DPMSolverMultistepScheduler` and `EulerDiscreteScheduler` /
 `EulerAncestralDiscreteScheduler` as made `from_config` of Stable Diffusion's scheduler config.
 `discretize` picks another spacing for any sampler: "uniform" / "quad" (the reference's) or
-"leading" / "trailing" / "linspace" (diffusers', exactly `steps` steps for any count); see `timesteps`.
+"leading" / "trailing" / "linspace" (diffusers', exactly `steps` steps for any count); for euler and
+dpm_solver++ also "k-diffusion" (k-diffusion's `sample_euler` / `sample_euler_ancestral` /
+`sample_dpmpp_2m` over a `CompVisDenoiser`), for dpm_solver++ "time_uniform" (SD 2's own
+`DPMSolverSampler`); see `timesteps`.
 
 img2img keeps `strength` traced by scanning over every step of the grid and skipping, with
 `lax.cond`, the steps before t_enc = floor(strength * S): the compiled program is the full

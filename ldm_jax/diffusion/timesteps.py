@@ -1,6 +1,6 @@
-"""The timestep grids samplers walk: the CompVis reference's and diffusers' spacings.
+"""The timestep grids samplers walk: the CompVis reference's, diffusers', k-diffusion's and DPM-Solver's spacings.
 
-Two families of spacing, chosen with a sampler's `discretize` argument:
+The spacing is chosen with a sampler's `discretize` argument:
 - the reference's (`"uniform"`, `"quad"`): `make_ddim_timesteps` / `make_ddim_sampling_parameters`
   reproduce `ldm.modules.diffusionmodules.util` bit for bit, including the uniform spacing's
   `range(0, T, T // S) + 1`, which gives MORE than S steps when T % S != 0 (30 -> 31) and cannot do
@@ -8,7 +8,11 @@ Two families of spacing, chosen with a sampler's `discretize` argument:
 - diffusers' `timestep_spacing` (`"leading"`, `"trailing"`, `"linspace"`), exactly S steps for any
   S <= T, laid out as each diffusers scheduler lays them out from Stable Diffusion's scheduler config
   (`steps_offset=1`): `DDIMScheduler` / `DDPMScheduler`, `DPMSolverMultistepScheduler` (S + 1 points,
-  the last dropped) and `EulerDiscreteScheduler` (fractional linspace timesteps, sigma interpolated).
+  the last dropped) and `EulerDiscreteScheduler` (fractional linspace timesteps, sigma interpolated);
+- `"k-diffusion"` (euler and dpm_solver++ only): k-diffusion's `CompVisDenoiser.get_sigmas(S)`, the
+  grid of its `sample_euler`, `sample_euler_ancestral` and `sample_dpmpp_2m`;
+- `"time_uniform"` (dpm_solver++ only): the DPM-Solver reference's `skip_type="time_uniform"`, the grid
+  of Stable Diffusion 2's own `DPMSolverSampler`.
 `SamplingGrid` packs what a sampler needs per step, in sampling order (noisiest first).
 """
 from typing import Any, Literal
@@ -17,9 +21,11 @@ import flax
 import jax.numpy as jnp
 import numpy as np
 
-Discretization = Literal["uniform", "quad", "leading", "trailing", "linspace"]
+Discretization = Literal["uniform", "quad", "leading", "trailing", "linspace", "k-diffusion", "time_uniform"]
 REFERENCE_SPACINGS = ("uniform", "quad")
 DIFFUSERS_SPACINGS = ("leading", "trailing", "linspace")
+# Spacings of one solver family, and the samplers that take them.
+SOLVER_SPACINGS = {"k-diffusion": ("euler", "dpm_solver++"), "time_uniform": ("dpm_solver++",)}
 STEPS_OFFSET = 1  # Stable Diffusion's scheduler config (applies to "leading")
 
 
@@ -33,7 +39,7 @@ def make_ddim_timesteps(discretize: Discretization, num_ddim_timesteps: int,
         steps = (np.linspace(0, np.sqrt(num_ddpm_timesteps * 0.8), num_ddim_timesteps) ** 2).astype(int)
     else:
         raise ValueError(f"unknown DDIM discretization {discretize!r}; expected one of "
-                         f"{REFERENCE_SPACINGS + DIFFUSERS_SPACINGS}")
+                         f"{REFERENCE_SPACINGS + DIFFUSERS_SPACINGS}{_solver_spacings_note()}")
     steps = steps.astype(np.int64) + 1
     if steps[-1] >= num_ddpm_timesteps:  # e.g. S = 9 of T = 1000: the +1 shift indexes past the schedule
         raise ValueError(f"{num_ddim_timesteps} {discretize} DDIM steps reach timestep {steps[-1]} >= "
@@ -143,13 +149,18 @@ def ddpm_grid(alphas_cumprod, num_steps: int, discretize: Discretization = "unif
         times = make_ddpm_timesteps(num_steps, alphacums.shape[0])[::-1]
     else:
         raise ValueError(f"the ddpm sampler takes discretize 'uniform' or one of {DIFFUSERS_SPACINGS}, "
-                         f"got {discretize!r}")
+                         f"got {discretize!r}{_solver_spacings_note()}")
     return _chain_grid(times, alphacums[times])
 
 
 def dpm_solver_grid(alphas_cumprod, num_steps: int, discretize: Discretization = "linspace") -> SamplingGrid:
     """DPM-Solver++'s grid: diffusers' `DPMSolverMultistepScheduler` (ending at sigma = 0, i.e.
-    alpha_bar = 1) for its spacings, the DDIM grid for the reference's."""
+    alpha_bar = 1) for its spacings, k-diffusion's or DPM-Solver's `time_uniform` grid, the DDIM grid for
+    the reference's."""
+    if discretize == "k-diffusion":
+        return kdiffusion_grid(alphas_cumprod, num_steps)
+    if discretize == "time_uniform":
+        return time_uniform_grid(alphas_cumprod, num_steps)
     if discretize not in DIFFUSERS_SPACINGS:
         return ddim_grid(alphas_cumprod, num_steps, discretize)
     alphacums = np.asarray(alphas_cumprod, np.float32)
@@ -160,7 +171,10 @@ def dpm_solver_grid(alphas_cumprod, num_steps: int, discretize: Discretization =
 def euler_grid(alphas_cumprod, num_steps: int, discretize: Discretization = "linspace") -> SamplingGrid:
     """Euler's grid: diffusers' `EulerDiscreteScheduler` for its spacings (sigma = sqrt((1 - a) / a)
     interpolated linearly at fractional timesteps, ending at sigma = 0, and its initial noise sigma:
-    sigma_max for linspace / trailing, sqrt(sigma_max^2 + 1) for leading); the DDIM grid otherwise."""
+    sigma_max for linspace / trailing, sqrt(sigma_max^2 + 1) for leading); k-diffusion's; the DDIM grid
+    otherwise."""
+    if discretize == "k-diffusion":
+        return kdiffusion_grid(alphas_cumprod, num_steps)
     if discretize not in DIFFUSERS_SPACINGS:
         return ddim_grid(alphas_cumprod, num_steps, discretize)
     alphacums = np.asarray(alphas_cumprod, np.float32)
@@ -171,6 +185,40 @@ def euler_grid(alphas_cumprod, num_steps: int, discretize: Discretization = "lin
     # x_T ~ N(0, 1) stands for diffusers' noise * init_noise_sigma in sigma space: x = x_sigma sqrt(a).
     start_scale = np.sqrt(1 - alphas[0]) if discretize in ("linspace", "trailing") else 1.0
     return _chain_grid(times, alphas, start_scale=start_scale, fractional=discretize == "linspace")
+
+
+def kdiffusion_grid(alphas_cumprod, num_steps: int) -> SamplingGrid:
+    """k-diffusion's `DiscreteSchedule.get_sigmas(S)` over a `CompVisDenoiser`: S fractional timesteps
+    linspace(T - 1, 0), sigma interpolated linearly in log sigma between the discrete levels (diffusers'
+    Euler interpolates sigma itself), then sigma = 0; x_T ~ N(0, sigma_max^2) in sigma space."""
+    alphacums = np.asarray(alphas_cumprod, np.float32)
+    _check_steps(num_steps, alphacums.shape[0])
+    times = np.linspace(alphacums.shape[0] - 1, 0, num_steps, dtype=np.float32)
+    log_sigmas = np.log(np.sqrt((1 - alphacums) / alphacums))
+    low, high = np.floor(times).astype(np.int64), np.ceil(times).astype(np.int64)
+    weight = times - low
+    sigmas = np.exp((1 - weight) * log_sigmas[low] + weight * log_sigmas[high]).astype(np.float64)
+    alphas = 1 / (1 + sigmas ** 2)
+    return _chain_grid(times, alphas, start_scale=np.sqrt(1 - alphas[0]), fractional=True)
+
+
+def time_uniform_grid(alphas_cumprod, num_steps: int) -> SamplingGrid:
+    """DPM-Solver's `time_uniform` steps of a discrete schedule, as SD 2's `DPMSolverSampler` takes them:
+    S + 1 continuous times linspace(1, 1/T), the model called at T (t - 1/T) (fractional, T - 1 down to
+    0), log sqrt(alpha_bar) interpolated linearly in t; the last step lands on alpha_bar[0], not the data."""
+    alphacums = np.asarray(alphas_cumprod, np.float32)
+    num_train = alphacums.shape[0]
+    _check_steps(num_steps, num_train)
+    continuous = np.linspace(1.0, 1.0 / num_train, num_steps + 1, dtype=np.float32)
+    times = ((continuous - np.float32(1.0 / num_train)) * np.float32(num_train)).astype(np.float32)
+    levels = np.linspace(0.0, 1.0, num_train + 1, dtype=np.float32)[1:]
+    log_alphas = np.interp(continuous, levels, 0.5 * np.log(alphacums.astype(np.float64)))
+    alphas = np.exp(2 * log_alphas)
+    return _descending_grid(times[:-1], alphas[:-1], alphas[1:], fractional=True)
+
+
+def _solver_spacings_note() -> str:
+    return "".join(f"; {name!r} is for {' and '.join(samplers)} only" for name, samplers in SOLVER_SPACINGS.items())
 
 
 def _chain_grid(times, alphas, start_scale=1.0, fractional=False) -> SamplingGrid:

@@ -2,9 +2,11 @@
 
 - `bert_tokenizer`: bert-base-uncased WordPiece (LDM's BERTTokenizer): [CLS] text [SEP], padded with
   [PAD] (id 0) to `max_length`, truncated keeping [SEP].
-- `clip_tokenizer`: CLIP byte-level BPE (SD v1's CLIPTokenizer): <|startoftext|> text <|endoftext|>,
-  padded with <|endoftext|> to 77 tokens, truncated keeping <|endoftext|>.
-- `open_clip_tokenizer`: the same BPE as `open_clip.tokenize` (SD 2), padded with 0.
+- `clip_tokenizer`: CLIP byte-level BPE as Hugging Face's `CLIPTokenizer` (SD v1):
+  <|startoftext|> text <|endoftext|>, padded with <|endoftext|> to 77 tokens, truncated keeping
+  <|endoftext|>. Like that tokenizer it only NFC-normalises, collapses whitespace and lower-cases.
+- `open_clip_tokenizer`: `open_clip.tokenize` (SD 2): the same BPE after open_clip's text cleaning
+  (ftfy, HTML unescaping), padded with 0.
 
 Built on the `tokenizers` package; nothing is downloaded. CLIP vocabularies are read either from the
 Hugging Face files `vocab.json` + `merges.txt` or from OpenAI's `bpe_simple_vocab_16e6.txt.gz`.
@@ -13,9 +15,11 @@ import gzip
 import html
 import json
 import pathlib
+import re
 import unicodedata
-from typing import Callable, Sequence
+from typing import Sequence
 
+import ftfy
 import numpy as np
 import tokenizers
 from tokenizers import Regex, decoders, normalizers, pre_tokenizers, processors
@@ -26,46 +30,27 @@ CLIP_VOCAB, CLIP_MERGES = "vocab.json", "merges.txt"
 OPENAI_BPE = "bpe_simple_vocab_16e6.txt.gz"
 
 CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
+# How open_clip writes the same two tokens when it finds them in a prompt.
+OPEN_CLIP_BOS, OPEN_CLIP_EOS = "<start_of_text>", "<end_of_text>"
 # CLIP's word split: contractions, letter runs, single digits, runs of other non-space characters.
 CLIP_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 # OpenAI's merges file holds more merges than CLIP uses: 49152 - 256 - 2 of them, after a header line.
 _OPENAI_NUM_MERGES = 49152 - 256 - 2
 
 
-def _ftfy_like_table() -> dict[int, str]:
-    """The character fixes of ftfy.fix_text that CLIP's text cleaning relies on most, as one table.
-
-    Curly quotes -> straight quotes, halfwidth/fullwidth forms and the ideographic space -> their
-    standard forms, Latin ligatures (e.g. U+FB01 'fi') -> letters. (ftfy's mojibake repair is not
-    reproduced; ftfy itself is not a dependency.)
-    """
-    table = {ord(c): "'" for c in "\u02bc\u2018\u2019\u201a\u201b"}
-    table.update({ord(c): '"' for c in "\u201c\u201d\u201e\u201f"})
-    table[0x3000] = " "
-    ligatures = [*range(0xFB00, 0xFB07), 0x132, 0x133, *range(0x1C4, 0x1CD), *range(0x1F1, 0x1F4)]
-    for code in [*range(0xFF01, 0xFFF0), *ligatures]:
-        alternate = unicodedata.normalize("NFKC", chr(code))
-        if alternate != chr(code):
-            table[code] = alternate
-    return table
-
-
-_CLIP_TEXT_FIXES = _ftfy_like_table()
-
-
-def clean_clip_text(text: str) -> str:
-    """OpenAI CLIP's basic_clean before BPE: ftfy-like character fixes, HTML unescaping twice, strip."""
-    return html.unescape(html.unescape(text.translate(_CLIP_TEXT_FIXES))).strip()
+def clean_open_clip_text(text: str) -> str:
+    """open_clip's text cleaning before BPE (its default, 'lower'): ftfy.fix_text, HTML unescaping
+    twice, whitespace runs -> one space, stripped, lower-cased (Python's `str.lower`)."""
+    text = ftfy.fix_text(text)
+    return " ".join(html.unescape(html.unescape(text)).split()).lower()
 
 
 class TextTokenizer:
     """Strings -> (N, max_length) int32 token ids: special tokens added, truncated, padded."""
 
-    def __init__(self, backend: tokenizers.Tokenizer, max_length: int, *,
-                 clean: Callable[[str], str] | None = None):
+    def __init__(self, backend: tokenizers.Tokenizer, max_length: int):
         self.backend = backend
         self.max_length = max_length
-        self._clean = clean
 
     @property
     def vocab_size(self) -> int:
@@ -77,8 +62,6 @@ class TextTokenizer:
     def __call__(self, texts: str | Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):
             texts = [texts]
-        if self._clean is not None:
-            texts = [self._clean(t) for t in texts]
         encodings = self.backend.encode_batch(list(texts))
         return np.asarray([e.ids for e in encodings], np.int32).reshape(len(texts), self.max_length)
 
@@ -105,7 +88,8 @@ def bert_tokenizer(path: str | pathlib.Path, max_length: int = 77) -> TextTokeni
                                                     lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece(prefix="##")
-    backend.add_special_tokens(["[UNK]", "[CLS]", "[SEP]", "[PAD]"])
+    # Written in a prompt these are the tokens themselves, as in BertTokenizer ([MASK] where the vocab has it).
+    backend.add_special_tokens([t for t in ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]") if t in vocab])
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
     backend.enable_truncation(max_length)
@@ -173,11 +157,8 @@ def _clip_vocab(path: str | pathlib.Path):
                             f"(Hugging Face) or {OPENAI_BPE} (OpenAI / open_clip)")
 
 
-def clip_tokenizer(path: str | pathlib.Path, max_length: int = 77, *, pad_token_id: int | None = None) -> TextTokenizer:
-    """CLIP's BPE tokenizer; padding with <|endoftext|> unless `pad_token_id` is given.
-
-    `path` is a folder with vocab.json + merges.txt or bpe_simple_vocab_16e6.txt.gz, or that .gz file.
-    """
+def _clip_bpe(path: str | pathlib.Path) -> tuple[tokenizers.Tokenizer, int, int]:
+    """A tokenizer with CLIP's BPE model and byte-level alphabet (no text handling yet), BOS id, EOS id."""
     vocab, merges = _clip_vocab(path)
     for special in (CLIP_BOS, CLIP_EOS):
         if special not in vocab:
@@ -185,23 +166,86 @@ def clip_tokenizer(path: str | pathlib.Path, max_length: int = 77, *, pad_token_
     model = tokenizers.models.BPE(vocab=vocab, merges=merges, unk_token=CLIP_EOS, continuing_subword_prefix="",
                                   end_of_word_suffix="</w>", fuse_unk=False)
     backend = tokenizers.Tokenizer(model)
+    backend.decoder = decoders.ByteLevel()
+    return backend, vocab[CLIP_BOS], vocab[CLIP_EOS]
+
+
+def clip_tokenizer(path: str | pathlib.Path, max_length: int = 77) -> TextTokenizer:
+    """CLIP's BPE tokenizer as Hugging Face's `CLIPTokenizer` (SD v1's), padded with <|endoftext|>.
+
+    That is transformers' tokenizers-backed CLIPTokenizer (the only one since transformers 5): no ftfy
+    or HTML unescaping, unlike open_clip's and transformers 4's Python one (which ran ftfy.fix_text).
+    `path` is a folder with vocab.json + merges.txt or bpe_simple_vocab_16e6.txt.gz, or that .gz file.
+    """
+    backend, bos, eos = _clip_bpe(path)
     backend.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
                                                normalizers.Lowercase()])
+    # As CLIPTokenizer's: the special tokens' text is one word (an upper-case one, lower-cased by now, is
+    # not the special token), and the byte-level step splits words again with GPT-2's pattern, which
+    # changes only those words.
+    words = "|".join([re.escape(CLIP_BOS), re.escape(CLIP_EOS), CLIP_PATTERN])
     backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(CLIP_PATTERN), behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        pre_tokenizers.Split(Regex(words), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
-    backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens([CLIP_BOS, CLIP_EOS])
-    bos, eos = vocab[CLIP_BOS], vocab[CLIP_EOS]
+    backend.add_special_tokens([CLIP_BOS, CLIP_EOS])  # matched in the raw prompt
     backend.post_processor = processors.TemplateProcessing(
         single=f"{CLIP_BOS} $A {CLIP_EOS}", special_tokens=[(CLIP_BOS, bos), (CLIP_EOS, eos)])
     backend.enable_truncation(max_length)
-    pad_id = eos if pad_token_id is None else pad_token_id
-    backend.enable_padding(length=max_length, pad_id=pad_id, pad_token=CLIP_EOS if pad_token_id is None else "<pad>")
-    return TextTokenizer(backend, max_length, clean=clean_clip_text)
+    backend.enable_padding(length=max_length, pad_id=eos, pad_token=CLIP_EOS)
+    return TextTokenizer(backend, max_length)
 
 
-def open_clip_tokenizer(path: str | pathlib.Path, context_length: int = 77) -> TextTokenizer:
+class OpenClipTokenizer(TextTokenizer):
+    """`open_clip.tokenize`: open_clip's cleaning in Python, then CLIP's BPE; <start_of_text> and
+    <end_of_text> in a prompt are those tokens; truncated keeping the EOS token, padded with 0."""
+
+    def __init__(self, backend: tokenizers.Tokenizer, max_length: int, bos: int, eos: int):
+        super().__init__(backend, max_length)
+        self.bos, self.eos = bos, eos
+        self._specials = {OPEN_CLIP_BOS: bos, OPEN_CLIP_EOS: eos}
+
+    def _pieces(self, text: str) -> list[str]:
+        """`text` split around the special tokens open_clip's regex finds in it.
+
+        Its regex tries them first wherever a match can start: at the start, after a space, a letter,
+        a digit or a special token; after other punctuation a run of punctuation takes the "<".
+        """
+        pieces, start, at = [], 0, 0
+        while True:
+            found = [(i, s) for s in self._specials if (i := text.find(s, at)) >= 0]
+            if not found:
+                return [*pieces, text[start:]]
+            i, special = min(found)
+            if i == start or text[i - 1] == " " or unicodedata.category(text[i - 1])[0] in "LN":
+                pieces += [text[start:i], special]
+                start = at = i + len(special)
+            else:
+                at = i + 1
+
+    def __call__(self, texts: str | Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            texts = [texts]
+        # U+0345 folds to a letter but is none: open_clip's case-blind regex skips it like a space.
+        pieces = [self._pieces(clean_open_clip_text(t).replace("\u0345", " ")) for t in texts]
+        plain = [p for row in pieces for p in row if p not in self._specials]
+        encoded = iter(self.backend.encode_batch(plain, add_special_tokens=False))
+        ids = np.zeros((len(texts), self.max_length), np.int32)
+        for row, text_pieces in zip(ids, pieces):
+            tokens = [self.bos]
+            for piece in text_pieces:
+                tokens += [self._specials[piece]] if piece in self._specials else next(encoded).ids
+            tokens = tokens[:self.max_length - 1] + [self.eos]
+            row[:len(tokens)] = tokens
+        return ids
+
+
+def open_clip_tokenizer(path: str | pathlib.Path, context_length: int = 77) -> OpenClipTokenizer:
     """`open_clip.tokenize`'s output (SD 2's FrozenOpenCLIPEmbedder): CLIP BPE padded with 0."""
-    return clip_tokenizer(path, context_length, pad_token_id=0)
+    backend, bos, eos = _clip_bpe(path)
+    # The text is cleaned and lower-cased already; open_clip's regex ignores case, e.g. "'\u017f" is "'s".
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex("(?i)" + CLIP_PATTERN), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    return OpenClipTokenizer(backend, context_length, bos, eos)

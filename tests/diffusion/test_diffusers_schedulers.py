@@ -8,8 +8,6 @@ by a replay of ours). Compared: the timesteps the model is called at, the model 
 """
 import importlib
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -17,14 +15,12 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from ldm_jax.diffusion import sampling  # noqa: E402
-from ldm_jax.diffusion.schedule import DiffusionSchedule  # noqa: E402
+from tests.diffusion.analytic_model import SCHEDULE, SHAPE, model, run_ours  # noqa: E402
 
-SCHEDULE = DiffusionSchedule.create("linear", 1000, 0.00085, 0.012)
 # runwayml/stable-diffusion-v1-5 scheduler/scheduler_config.json (a PNDMScheduler's).
 SD15_SCHEDULER_CONFIG = {"beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
                          "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
                          "steps_offset": 1, "trained_betas": None, "clip_sample": False}
-SHAPE = (2, 4, 6, 6)
 # (our sampler, our eta, diffusers' scheduler class, the module whose randn_tensor draws its noise)
 SAMPLERS = {
     "ddpm": ("ddpm", 0.0, "DDPMScheduler", "scheduling_ddpm"),
@@ -36,12 +32,6 @@ SAMPLERS = {
 }
 # Samplers whose default follows the CompVis reference (tested against it elsewhere): here on a diffusers spacing.
 REFERENCE_DEFAULT = {"ddim_eta1": "leading", "plms": "leading"}
-
-
-def model(x, t, xp):
-    """A smooth stand-in for a UNet, elementwise in x, defined at any real t (xp: jnp or torch)."""
-    t = t.reshape(-1, *([1] * (x.ndim - 1)))
-    return 0.8 * xp.tanh(x * (1 + 0.5 * xp.cos(t / 150))) + 0.3 * xp.sin(t / 97 + x)
 
 
 def diffusers_run(name, steps, spacing, prediction_type, x_T, noise, monkeypatch):
@@ -70,21 +60,8 @@ def diffusers_run(name, steps, spacing, prediction_type, x_T, noise, monkeypatch
 
 def ours_run(name, steps, spacing, parameterization, x_T, noise):
     sampler_name, eta, _, noise_module = SAMPLERS[name]
-    times, inputs = [], []
-
-    def record(t, x):
-        times.append(float(t[0]))
-        inputs.append(np.asarray(x))
-
-    def model_fn(params, x, t, cond):
-        jax.debug.callback(record, t, x, ordered=True)
-        return model(x, t.astype(jnp.float32), jnp)
-
-    sampler = sampling.LatentSampler(model_fn, SCHEDULE, parameterization=parameterization)
-    out = sampler(None, jnp.asarray(x_T), None, sampler=sampler_name, steps=steps, discretize=spacing, eta=eta,
-                  noise=None if noise_module is None else jnp.asarray(noise[:steps]), progress=False)
-    jax.effects_barrier()
-    return np.asarray(times), np.stack(inputs), np.asarray(out)
+    return run_ours(sampler_name, steps, spacing, parameterization, x_T, eta=eta,
+                    noise=None if noise_module is None else noise)
 
 
 def assert_same_trajectory(name, steps, spacing, monkeypatch, parameterization="eps"):

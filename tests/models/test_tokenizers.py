@@ -53,7 +53,9 @@ def test_clip_ids_padding_and_both_file_formats(tmp_path):
     (hf_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in MERGES) + "\n")
 
     text = "  Hello   WORLD! abba &amp; 42"
-    expected_words = ["hello</w>", "world</w>", "!</w>", "ab", "b", "a</w>", "&</w>", "4</w>", "2</w>"]
+    # SD v1's CLIPTokenizer keeps "&amp;" as written; open_clip unescapes it (below).
+    expected_words = ["hello</w>", "world</w>", "!</w>", "ab", "b", "a</w>", "&</w>", "a", "m", "p</w>", ";</w>",
+                      "4</w>", "2</w>"]
     expected = [bos] + [vocab[w] for w in expected_words] + [eos]
     for source in (openai_dir, openai_dir / tokenizers.OPENAI_BPE, hf_dir):
         ids = tokenizers.clip_tokenizer(source)([text, ""])
@@ -62,6 +64,7 @@ def test_clip_ids_padding_and_both_file_formats(tmp_path):
         assert (ids[0, len(expected):] == eos).all()  # SD v1 pads with EOS
         assert list(ids[1]) == [bos] + [eos] * 76  # "" -> BOS then EOS padding, like the fixtures' uncond
     open_clip_ids = tokenizers.open_clip_tokenizer(openai_dir)([text])
+    expected = [bos] + [vocab[w] for w in expected_words[:7] + ["4</w>", "2</w>"]] + [eos]
     assert list(open_clip_ids[0, :len(expected)]) == expected
     assert (open_clip_ids[0, len(expected):] == 0).all()  # open_clip pads with 0
 
@@ -124,6 +127,7 @@ def test_bert_missing_vocab(tmp_path):
 
 
 def test_clip_text_cleaning_like_open_clip():
-    # ftfy's quote uncurling, width and ligature fixes, then HTML unescaping, as OpenAI's basic_clean.
-    assert tokenizers.clean_clip_text("  \u201cdon\u2019t\u201d &amp;amp; \uff21\uff22\u3000\ufb01ne ") == \
-        '"don\'t" & AB fine'
+    # ftfy's quote uncurling, width and ligature fixes, HTML unescaping, one space, lower case: open_clip's
+    # cleaning.
+    assert tokenizers.clean_open_clip_text("  \u201cdon\u2019t\u201d &amp;amp; \uff21\uff22\u3000\ufb01ne ") == \
+        '"don\'t" & ab fine'
