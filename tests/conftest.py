@@ -17,15 +17,33 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 jax.config.update("jax_compilation_cache_dir", str(REPO / ".cache" / "jax_compilation"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
-FIXTURES = pathlib.Path(os.environ.get("LDM_JAX_FIXTURES", REPO.parent / "shared" / "fixtures" / "compvis"))
+FIXTURES = pathlib.Path(os.environ.get("LDM_JAX_FIXTURES", REPO / "tests" / "reference" / "compvis"))
+# Weights stored once, inside the full checkpoint: case -> prefix there (clip_text keeps its full key).
+IN_FULL_CHECKPOINT = {"ae_kl": "first_stage_model.", "unet_crossattn": "model.diffusion_model.",
+                      "clip_text": ""}
 
 
 @pytest.fixture(scope="session")
 def compvis_fixtures() -> pathlib.Path:
-    """The folder of reference outputs of the original PyTorch code (see its README)."""
-    if not (FIXTURES / "manifest.json").exists():
-        pytest.skip(f"reference fixtures not found at {FIXTURES}")
+    """The folder of reference outputs of the original PyTorch code (tests/reference/README.md)."""
+    if not (FIXTURES / "manifest.json").exists():  # a clone must check everything: fail, never skip
+        pytest.fail(f"reference fixtures missing at {FIXTURES}: regenerate them with "
+                    f"tests/reference/generate_module_fixtures.py (see tests/reference/README.md)")
     return FIXTURES
+
+
+def case_weights(folder: pathlib.Path, case: str) -> dict[str, np.ndarray]:
+    """The weights of a fixture case under the module's own keys: `<case>.safetensors`, or for the cases
+    that make up the full checkpoint, its part of `full_ckpt.safetensors`."""
+    from safetensors.numpy import load_file
+
+    if (folder / f"{case}.safetensors").exists():
+        return load_file(folder / f"{case}.safetensors")
+    prefix = IN_FULL_CHECKPOINT[case]
+    full = load_file(folder / "full_ckpt.safetensors")
+    if case == "clip_text":
+        return {k: v for k, v in full.items() if k.startswith("cond_stage_model.")}
+    return {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
 
 
 def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:

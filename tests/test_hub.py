@@ -45,7 +45,7 @@ def test_resolves_checkpoint_and_yaml_offline(tmp_path, monkeypatch, compvis_fix
 def test_missing_yaml_gives_none_and_missing_file_fails_offline(tmp_path, monkeypatch, compvis_fixtures):
     pytest.importorskip("huggingface_hub")
     cache = tmp_path / "cache"
-    _prefill(cache, "tiny/ldm", {"model.ckpt": compvis_fixtures / "full_ckpt.ckpt"})
+    _prefill(cache, "tiny/ldm", {"model.ckpt": compvis_fixtures / "ae_vq.ckpt"})
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ckpt, config = hub.resolve_checkpoint("hf://tiny/ldm/model.ckpt", cache_dir=cache)
     assert ckpt.is_file() and config is None

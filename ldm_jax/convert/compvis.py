@@ -4,6 +4,7 @@
     module, variables = compvis.convert_module(kind, state_dict, params)
     config, variables = compvis.load_checkpoint(path, config_path=None, use_ema=False)
     compvis.save_checkpoint(path, config, variables)   # a .safetensors the reference loads
+    compvis.save_checkpoint(path, config, variables, ema=ema_unet_variables)   # + model_ema.*
 """
 import dataclasses
 import os
@@ -123,15 +124,23 @@ def load_checkpoint(path: str | os.PathLike, config_path: str | os.PathLike | No
     return config, variables
 
 
-def save_checkpoint(path: str | os.PathLike, config: ml_collections.ConfigDict, variables: Mapping) -> None:
+def save_checkpoint(path: str | os.PathLike, config: ml_collections.ConfigDict, variables: Mapping,
+                    ema: Mapping | None = None, ema_decay: float = 0.9999, ema_num_updates: int = 0) -> None:
     """Writes `variables` as a CompVis-format `.safetensors` (the reference loads it), atomically,
-    and the reference YAML of `config` beside it, so `load_checkpoint(path)` finds it."""
+    and the reference YAML of `config` beside it, so `load_checkpoint(path)` finds it.
+
+    `ema` (the UNet's EMA variables) adds `model_ema.*` as the reference's LitEma stores them, with its
+    `decay` / `num_updates` buffers: a `use_ema: True` reference model then loads the file strictly, and
+    `load_checkpoint(path, use_ema=True)` reads them back.
+    """
     path = pathlib.Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: checkpoints are written as .safetensors; use that suffix")
     state_dict = {}
     for section, section_variables in variables.items():
         state_dict.update(to_reference_state_dict(config.model[section].kind, section_variables))
+    if ema is not None:
+        state_dict.update(_ema_state_dict(ema, ema_decay, ema_num_updates))
     if "diffusion" in config.model:
         state_dict.update(DiffusionSchedule.from_config(config.model.diffusion).checkpoint_buffers())
         if config.model.diffusion.scale_by_std:
@@ -149,6 +158,15 @@ def _write_atomically(path: pathlib.Path, text: str) -> None:
 
 def _abstract(kind: str, module: nn.Module) -> dict:
     return abstract_module_params(module, *components.example_inputs(kind, module))
+
+
+def _ema_state_dict(ema: Mapping, decay: float, num_updates: int) -> dict[str, np.ndarray]:
+    """LitEma's buffers: each UNet parameter under its DiffusionWrapper path with the dots removed."""
+    weights = to_reference_state_dict("unet", ema, prefix=False)
+    state_dict = {_EMA_PREFIX + ("diffusion_model." + key).replace(".", ""): value for key, value in weights.items()}
+    state_dict[_EMA_BOOKKEEPING[0]] = np.asarray(decay, np.float32)
+    state_dict[_EMA_BOOKKEEPING[1]] = np.asarray(num_updates, np.int32)  # torch.int, as LitEma registers it
+    return state_dict
 
 
 def _ema_params(abstract, state_dict, source):

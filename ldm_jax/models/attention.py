@@ -1,13 +1,22 @@
 """Scaled dot-product attention for every model, with the fastest formulation for each backend.
 
-- GPU, half precision: cuDNN flash attention through `jax.nn.dot_product_attention`.
-- CPU: explicit einsums and a float32 softmax. A large score matrix (many heads of a long sequence,
-  e.g. the UNet's self-attention at 32x32 latents: 16 x 1024 x 1024) is computed one head and one
-  block of queries at a time, so each block's scores stay in cache: 5-8x faster on XLA:CPU than
-  `jax.nn.dot_product_attention`, and faster than torch's SDPA at the UNet's shapes
+`implementation(platform, dtype, lengths, head_dim)` picks it:
+- CPU, any dtype: explicit einsums and a float32 softmax. A large score matrix (many heads of a long
+  sequence, e.g. the UNet's self-attention at 32x32 latents: 16 x 1024 x 1024) is computed one head
+  and one block of queries at a time, so each block's scores stay in cache: 5-8x faster on XLA:CPU
+  than `jax.nn.dot_product_attention`, and faster than torch's SDPA at the UNet's shapes
   (experiments/bench_sampling.py). Without a mask the gradient is hand-written (`custom_vjp`):
   it recomputes the weights and keeps every matmul in XLA:CPU's fast form (experiments/bench_train.py).
-- Elsewhere (TPU, float32 GPU): `jax.nn.dot_product_attention` with XLA's implementation.
+- CUDA GPU, float16 / bfloat16 with head_dim <= 128 in multiples of 8: cuDNN's flash attention
+  through `jax.nn.dot_product_attention`. float32 (which cuDNN's kernel does not take) and other
+  head sizes: XLA's implementation, in full float32.
+- TPU, unmasked non-causal attention with both lengths >= 1024 and multiples of 128 (the UNet's and
+  the autoencoder's self-attention from 32x32 latents up): the Pallas splash-attention kernel
+  (`attention_tpu.py`), whose forward and gradient never hold a (q, k) score matrix in HBM. Shorter
+  sequences, cross-attention to 77 text tokens, masks and causal text encoders: XLA's implementation.
+  A Pallas kernel cannot be partitioned by XLA, so it is used only in single-device programs and
+  inside a `shard_map(..., check_vma=False)` over every mesh axis (`_kernel_lowers`); a `jit` over a
+  mesh keeps XLA.
 
 The formulation is picked when the program is lowered (`jax.lax.platform_dependent`), so a program
 compiled ahead of time for a TPU from a CPU host (experiments/bench_scale.py) holds the TPU's.
@@ -17,6 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ldm_jax.models import attention_tpu
+
+# Sequences at least this long (query and key) take the TPU kernel: from 32x32 latents up. A guess
+# from the kernel's design (one head's 1024 x 1024 float32 scores are 4 MiB), not a TPU measurement.
+TPU_KERNEL_MIN_LENGTH = 1024
+# Wider heads (no released model has them) stay with XLA rather than untried kernel tiles.
+TPU_KERNEL_MAX_HEAD_DIM = 256
 # Score elements per block on the CPU path (16 MiB of float32): small enough to stay in L3.
 CPU_SCORE_BLOCK = 1 << 22
 
@@ -50,17 +66,47 @@ def attend(query: jax.Array, key: jax.Array, value: jax.Array, *, mask: jax.Arra
     return jnp.moveaxis(out, 0, 1).reshape(query.shape[:2] + out.shape[3:])
 
 
-def _implementation(query: jax.Array) -> str | None:
-    """cuDNN flash attention on a GPU for half-precision inputs it supports, else XLA."""
-    supported = (query.dtype in (jnp.bfloat16, jnp.float16) and query.shape[-1] % 8 == 0
-                 and query.shape[-1] <= 128)
-    return "cudnn" if supported and jax.default_backend() == "gpu" else None
+def implementation(platform: str, dtype, q_len: int, kv_len: int, head_dim: int, *, plain: bool) -> str:
+    """The formulation for one lowering platform ("cpu", "cuda", "rocm", "tpu") and input shapes:
+    "einsum" (`_attend_cpu`), "cudnn", "splash" (`attention_tpu`) or "xla". `plain`: no mask, not
+    causal, and in a program that can hold a Pallas kernel (`_kernel_lowers`)."""
+    half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+    if platform == "cpu":
+        return "einsum"
+    # cuDNN's flash attention takes only half precision, and head_dim <= 128 in multiples of 8 on
+    # every GPU generation; float32 stays with XLA, which keeps it in float32 ("highest").
+    if platform == "cuda" and half and head_dim % 8 == 0 and head_dim <= 128:
+        return "cudnn"
+    # The kernel pays off once one head's scores (q_len x kv_len) outgrow the TPU's on-chip memory;
+    # it tiles both lengths by 128 and is given no masks. So cross-attention to 77 text tokens and
+    # the short sequences of the text encoders stay with XLA.
+    if (platform == "tpu" and plain and min(q_len, kv_len) >= TPU_KERNEL_MIN_LENGTH
+            and q_len % attention_tpu.BLOCK == 0 and kv_len % attention_tpu.BLOCK == 0
+            and head_dim <= TPU_KERNEL_MAX_HEAD_DIM):
+        return "splash"
+    return "xla"
+
+
+def _kernel_lowers(query) -> bool:
+    """Whether a Pallas TPU kernel can be lowered here. XLA cannot partition one: a program over several
+    devices lowers it only inside a `shard_map` over every mesh axis, and jax 0.10.2's splash kernel
+    declares outputs that fail shard_map's replication check (`check_vma=True`, the default), which
+    shows as inputs carrying varying manual axes. Whether a `jit` will be sharded is unknown while
+    tracing, so outside `shard_map` the kernel is used only where there is a single device."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return jax.device_count() == 1
+    return mesh.are_all_axes_manual and not jax.typeof(query).manual_axis_type.varying
 
 
 def _attend_full(query, key, value, mask, is_causal):
     """The formulation of the platform the program is lowered for: chosen at lowering, not from the
-    default backend, so a program compiled ahead of time for a TPU on a CPU host gets the TPU's
-    (cuDNN is still picked only on a GPU host: `_implementation`)."""
+    default backend, so a program compiled ahead of time for a TPU on a CPU host gets the TPU's.
+    cuDNN is lowered only on a GPU host: tracing its branch needs cuDNN present."""
+    def choice(platform):
+        plain = mask is None and not is_causal and _kernel_lowers(query)
+        return implementation(platform, query.dtype, query.shape[1], key.shape[1], query.shape[-1], plain=plain)
+
     def on_cpu():
         cpu_mask = mask
         if is_causal:
@@ -68,14 +114,20 @@ def _attend_full(query, key, value, mask, is_causal):
             cpu_mask = causal if mask is None else jnp.logical_and(mask, causal)
         return _attend_cpu(query, key, value, cpu_mask).astype(value.dtype)  # as XLA's: the branches must agree
 
-    def with_xla():
+    def with_xla(kernel=None):  # None: XLA's own
         # "highest" keeps float32 inputs in full float32 on every backend (TPU and TF32 GPUs would
         # otherwise round to bfloat16 / TF32) so outputs match the float32 reference.
         with jax.default_matmul_precision("highest"):
             return jax.nn.dot_product_attention(query, key, value, mask=mask, is_causal=is_causal,
-                                                implementation=_implementation(query))
+                                                implementation=kernel)
 
-    return jax.lax.platform_dependent(cpu=on_cpu, default=with_xla)
+    on_gpu = {}
+    if jax.default_backend() == "gpu" and choice("cuda") == "cudnn":
+        on_gpu["cuda"] = lambda: with_xla("cudnn")
+    on_tpu = {}
+    if choice("tpu") == "splash":
+        on_tpu["tpu"] = lambda: attention_tpu.attend_splash(query, key, value)
+    return jax.lax.platform_dependent(cpu=on_cpu, **on_gpu, **on_tpu, default=with_xla)
 
 
 def _scores(a, b):

@@ -10,7 +10,7 @@ from ldm_jax.convert import compvis
 from ldm_jax.convert.checkpoint_files import CheckpointFileError
 from ldm_jax.convert.state_dict import CheckpointMismatchError
 from ldm_jax.models import components
-from tests.conftest import assert_matches_reference, nchw_to_nhwc
+from tests.conftest import assert_matches_reference, case_weights, nchw_to_nhwc
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def reference(compvis_fixtures):
 
 @pytest.fixture(scope="module")
 def loaded(compvis_fixtures):
-    return compvis.load_checkpoint(compvis_fixtures / "full_ckpt.ckpt", compvis_fixtures / "full_ckpt.yaml")
+    return compvis.load_checkpoint(compvis_fixtures / "full_ckpt.safetensors", compvis_fixtures / "full_ckpt.yaml")
 
 
 def _eps(config, variables, reference):
@@ -65,10 +65,11 @@ def test_first_stage_and_text_encoder_match_reference(loaded, reference):
     assert_matches_reference(hidden, reference["chk_clip_last_hidden_state"], "chk_clip_last_hidden_state")
 
 
-def test_safetensors_and_ckpt_load_the_same_weights(loaded, compvis_fixtures):
-    _, from_ckpt = loaded
-    _, from_safetensors = compvis.load_checkpoint(compvis_fixtures / "full_ckpt.safetensors",
-                                                  compvis_fixtures / "full_ckpt.yaml")
+def test_safetensors_and_ckpt_load_the_same_weights(compvis_fixtures):
+    # The pickled format is checked on the small first-stage checkpoint (a Lightning .ckpt of VQModel).
+    _, from_ckpt = compvis.load_checkpoint(compvis_fixtures / "ae_vq.ckpt", compvis_fixtures / "ae_vq.yaml")
+    _, from_safetensors = compvis.load_checkpoint(compvis_fixtures / "ae_vq.safetensors",
+                                                  compvis_fixtures / "ae_vq.yaml")
     jax.tree.map(np.testing.assert_array_equal, from_ckpt, from_safetensors)
 
 
@@ -87,12 +88,31 @@ def test_round_trip_is_exact_and_the_reference_keys_are_kept(loaded, compvis_fix
     jax.tree.map(np.testing.assert_array_equal, variables_again, variables)
 
 
+def test_ema_is_written_as_the_reference_lit_ema_stores_it(loaded, compvis_fixtures, tmp_path):
+    """With `ema`, the export holds the reference's `model_ema.*` keys, dtypes and values exactly."""
+    config, variables = loaded
+    _, ema = compvis.load_checkpoint(compvis_fixtures / "full_ckpt.safetensors", compvis_fixtures / "full_ckpt.yaml",
+                                     use_ema=True)
+    original = load_file(compvis_fixtures / "full_ckpt.safetensors")
+    path = tmp_path / "model.safetensors"
+    compvis.save_checkpoint(path, config, variables, ema=ema["unet"],
+                            ema_num_updates=int(original["model_ema.num_updates"]))
+    written = load_file(path)
+    assert set(original) - set(written) == {"cond_stage_model.transformer.text_model.embeddings.position_ids"}
+    assert set(written) <= set(original)
+    for key, value in written.items():
+        assert value.dtype == original[key].dtype, key
+        np.testing.assert_array_equal(value, original[key], err_msg=key)
+    _, ema_again = compvis.load_checkpoint(path, use_ema=True)
+    jax.tree.map(np.testing.assert_array_equal, ema_again["unet"], ema["unet"])
+
+
 @pytest.mark.parametrize("prefix", ["cond_stage_model.transformer.text_model.", "cond_stage_model.transformer.",
                                     "text_model.", ""])
 def test_clip_keys_with_or_without_prefix_and_text_model_level(compvis_fixtures, prefix):
     import json
 
-    stored = load_file(compvis_fixtures / "clip_text.safetensors")
+    stored = case_weights(compvis_fixtures, "clip_text")
     bare = {k.removeprefix("cond_stage_model.transformer.text_model."): v for k, v in stored.items()}
     params = json.loads((compvis_fixtures / "clip_text_config.json").read_text())
     module, variables = compvis.convert_module("clip_text", {prefix + k: v for k, v in bare.items()}, params)
@@ -103,12 +123,12 @@ def test_clip_keys_with_or_without_prefix_and_text_model_level(compvis_fixtures,
 # --- bad input: each fails with a message naming what is wrong ---
 
 def test_truncated_files_fail_clearly(compvis_fixtures, tmp_path):
-    for name in ("full_ckpt.safetensors", "full_ckpt.ckpt"):
+    for name, config in (("full_ckpt.safetensors", "full_ckpt.yaml"), ("ae_vq.ckpt", "ae_vq.yaml")):
         data = (compvis_fixtures / name).read_bytes()
         truncated = tmp_path / name
         truncated.write_bytes(data[: len(data) // 2])
         with pytest.raises(CheckpointFileError, match="truncated or corrupt"):
-            compvis.load_checkpoint(truncated, compvis_fixtures / "full_ckpt.yaml")
+            compvis.load_checkpoint(truncated, compvis_fixtures / config)
 
 
 def test_checkpoint_of_another_model_fails_clearly(compvis_fixtures):
@@ -120,13 +140,13 @@ def test_checkpoint_of_another_model_fails_clearly(compvis_fixtures):
         compvis.convert_module("autoencoder_kl", vq_weights, kl_params)
     unet_params = yaml.safe_load((compvis_fixtures / "unet_sd2.yaml").read_text())["model"]["params"]
     with pytest.raises(CheckpointMismatchError, match="wrong shape"):
-        compvis.convert_module("unet", load_file(compvis_fixtures / "unet_crossattn.safetensors"), unet_params)
+        compvis.convert_module("unet", case_weights(compvis_fixtures, "unet_crossattn"), unet_params)
 
 
 def test_missing_and_misshapen_keys_are_named(compvis_fixtures):
     import yaml
 
-    weights = load_file(compvis_fixtures / "unet_crossattn.safetensors")
+    weights = case_weights(compvis_fixtures, "unet_crossattn")
     params = yaml.safe_load((compvis_fixtures / "unet_crossattn.yaml").read_text())["model"]["params"]
     missing = dict(weights)
     del missing["middle_block.1.proj_in.weight"]
@@ -164,7 +184,7 @@ def test_ckpt_without_torch_says_how_to_install(compvis_fixtures, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"pip install 'ldm-jax\[torch\]'"):
-        compvis.load_checkpoint(compvis_fixtures / "full_ckpt.ckpt", compvis_fixtures / "full_ckpt.yaml")
+        compvis.load_checkpoint(compvis_fixtures / "ae_vq.ckpt", compvis_fixtures / "ae_vq.yaml")
 
 
 def test_missing_config_and_unknown_kind(compvis_fixtures, tmp_path):

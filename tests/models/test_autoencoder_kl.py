@@ -5,19 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
-from safetensors.numpy import load_file
 
 from ldm_jax.convert import state_dict
 from ldm_jax.models.abstract import abstract_module_params
 from ldm_jax.models.autoencoder import AutoencoderKL, autoencoder_kl_from_reference, example_inputs
 from ldm_jax.models.first_stage import DDConfig
-from tests.conftest import assert_matches_reference, nchw_to_nhwc
+from tests.conftest import assert_matches_reference, case_weights, nchw_to_nhwc
 
 
 def load_case(fixtures, case):
     params = yaml.safe_load((fixtures / f"{case}.yaml").read_text())["model"]["params"]
     arrays = dict(np.load(fixtures / f"{case}.npz"))
-    return params, load_file(str(fixtures / f"{case}.safetensors")), arrays
+    return params, case_weights(fixtures, case), arrays
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +70,7 @@ def test_sampling_draws_from_the_posterior(ae_kl):
 
 def test_state_dict_round_trip(ae_kl, compvis_fixtures):
     _, variables, _, _ = ae_kl
-    weights = load_file(str(compvis_fixtures / "ae_kl.safetensors"))
+    weights = case_weights(compvis_fixtures, "ae_kl")
     exported = state_dict.to_state_dict(variables["params"])
     assert sorted(exported) == sorted(weights)
     for key, value in weights.items():

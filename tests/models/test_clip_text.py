@@ -10,14 +10,14 @@ from ldm_jax.convert import compvis
 from ldm_jax.convert.state_dict import load_params
 from ldm_jax.models.abstract import abstract_module_params
 from ldm_jax.models import clip_text
-from tests.conftest import assert_matches_reference
+from tests.conftest import assert_matches_reference, case_weights
 
 
 @pytest.fixture(scope="module")
 def fixture_model(compvis_fixtures):
     config = json.loads((compvis_fixtures / "clip_text_config.json").read_text())
     module = clip_text.clip_text_from_reference(config)
-    state_dict = compvis.component_state_dict("clip_text", load_file(compvis_fixtures / "clip_text.safetensors"))
+    state_dict = compvis.component_state_dict("clip_text", case_weights(compvis_fixtures, "clip_text"))
     params = load_params(abstract_module_params(module, *clip_text.example_inputs(module)), state_dict)
     return config, params, np.load(compvis_fixtures / "clip_text.npz")
 

@@ -3,11 +3,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-import safetensors.numpy
 import yaml
 
 from ldm_jax.convert import compvis, state_dict
 from ldm_jax.models import components
+from tests.conftest import case_weights
 
 # fixture case -> component kind
 CASES = {"ae_kl": "autoencoder_kl", "ae_vq": "vq", "unet_crossattn": "unet", "unet_class": "unet",
@@ -16,7 +16,7 @@ CASES = {"ae_kl": "autoencoder_kl", "ae_vq": "vq", "unet_crossattn": "unet", "un
 
 def _fixture(folder, case):
     params = yaml.safe_load((folder / f"{case}.yaml").read_text())["model"]["params"]
-    weights = safetensors.numpy.load_file(str(folder / f"{case}.safetensors"))
+    weights = case_weights(folder, case)
     return params, compvis.component_state_dict(CASES[case], weights)
 
 

@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import safetensors.numpy
 import yaml
 
 from ldm_jax.convert.state_dict import load_params
@@ -13,7 +12,7 @@ from ldm_jax.models.abstract import abstract_module_params
 from ldm_jax.models.unet import (UNetModel, attention_heads, example_inputs, timestep_embedding,
                                  unet_from_reference)
 from tests.conftest import assert_matches_reference, nchw_to_nhwc
-from tests.conftest import random_params
+from tests.conftest import case_weights, random_params
 
 FIXTURE_CASES = ("unet_crossattn", "unet_class", "unet_sd2")
 
@@ -21,7 +20,7 @@ FIXTURE_CASES = ("unet_crossattn", "unet_class", "unet_sd2")
 def _load_case(folder, case):
     params = yaml.safe_load((folder / f"{case}.yaml").read_text())["model"]["params"]
     unet = unet_from_reference(params)
-    state_dict = safetensors.numpy.load_file(folder / f"{case}.safetensors")
+    state_dict = case_weights(folder, case)
     weights = load_params(abstract_module_params(unet, *example_inputs(unet)), state_dict)
     return unet, weights, dict(np.load(folder / f"{case}.npz"))
 

@@ -13,3 +13,11 @@ def fixture(name: str) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"reference fixture {path} is missing; see {FOLDER / 'README.md'} to regenerate it")
     with np.load(path) as arrays:
         return dict(arrays)
+
+
+def fixture_path(name: str):
+    """The path of a committed reference file (weights, configs); a missing one fails, as `fixture`."""
+    path = FOLDER / name
+    if not path.exists():
+        raise FileNotFoundError(f"reference fixture {path} is missing; see {FOLDER / 'README.md'} to regenerate it")
+    return path
