@@ -43,6 +43,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from ldm_jax import config_files  # noqa: E402
+from training_batch import abstract_batch  # noqa: E402
 from ldm_jax.diffusion.sampling import LatentSampler  # noqa: E402
 from ldm_jax.ldm import LatentDiffusion  # noqa: E402
 from ldm_jax.models import components  # noqa: E402
@@ -75,26 +76,6 @@ def _millions(tree) -> float:
 def _shard_bytes(tree) -> int:
     """Bytes of one device's shards of a tree of sharded ShapeDtypeStructs (device 0's; shards are equal)."""
     return sum(int(np.prod(x.sharding.shard_shape(x.shape))) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
-
-
-def abstract_batch(config, stage, global_batch: int) -> dict:
-    """ShapeDtypeStructs of one global batch of the fields the stage reads (images and conditioning)."""
-    if "unet" not in config.model:
-        side = int(config.data.image_size)
-        return {"image": jax.ShapeDtypeStruct((global_batch, side, side, 3), jnp.float32)}
-    traits = stage.ldm.traits
-    side = traits.latent_size * traits.factor
-    batch = {"image": jax.ShapeDtypeStruct((global_batch, side, side, 3), jnp.float32)}
-    if traits.is_text:
-        params = traits.cond_params
-        length = int(params.get("max_position_embeddings", params.get("context_length", params.get("max_seq_len", 77))))
-        batch["caption_tokens"] = jax.ShapeDtypeStruct((global_batch, length), jnp.int32)
-    elif traits.is_class_conditional or traits.num_classes is not None:
-        batch["label"] = jax.ShapeDtypeStruct((global_batch,), jnp.int32)
-    elif traits.has_cond_stage or traits.concat_channels:
-        raise ValueError(f"bench_scale builds batches for unconditional, text and class models, not "
-                         f"{traits.cond_kind!r} / {traits.conditioning_key!r}")
-    return batch
 
 
 def _with_sharding(tree, sharding):

@@ -1,0 +1,28 @@
+"""The shapes of one training batch of a config's stage, for programs built without a data pipeline
+(`bench_scale.py` compiles with them; `device_check.py` fills them with zeros)."""
+import jax
+import jax.numpy as jnp
+
+
+def abstract_batch(config, stage, global_batch: int) -> dict:
+    """ShapeDtypeStructs of one global batch of the fields the stage reads (images and conditioning)."""
+    if "unet" not in config.model:
+        side = int(config.data.image_size)
+        return {"image": jax.ShapeDtypeStruct((global_batch, side, side, 3), jnp.float32)}
+    traits = stage.ldm.traits
+    side = traits.latent_size * traits.factor
+    batch = {"image": jax.ShapeDtypeStruct((global_batch, side, side, 3), jnp.float32)}
+    if traits.is_text:
+        batch["caption_tokens"] = jax.ShapeDtypeStruct((global_batch, caption_length(traits)), jnp.int32)
+    elif traits.is_class_conditional or traits.num_classes is not None:
+        batch["label"] = jax.ShapeDtypeStruct((global_batch,), jnp.int32)
+    elif traits.has_cond_stage or traits.concat_channels:
+        raise ValueError(f"batches are built here for unconditional, text and class models, not "
+                         f"{traits.cond_kind!r} / {traits.conditioning_key!r}")
+    return batch
+
+
+def caption_length(traits) -> int:
+    """Tokens per caption of a text model's encoder (CLIP, OpenCLIP or BERT params)."""
+    params = traits.cond_params
+    return int(params.get("max_position_embeddings", params.get("context_length", params.get("max_seq_len", 77))))
