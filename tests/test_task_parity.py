@@ -1,7 +1,8 @@
 """Whole tasks against the original code on small random-weight models (tests/reference/tasks/,
 written by tests/reference/generate_task_fixtures.py): guided DDIM of an SD 2 v-prediction model,
-class-conditional guided DDIM against the null class (EMA weights), and the original code loading a
-checkpoint our export wrote (main + EMA weights).
+class-conditional guided DDIM against the null class (EMA weights), the original code loading a
+checkpoint our export wrote (main + EMA weights), SD 2 inpainting, and latent-diffusion's concat models
+(super-resolution, semantic synthesis, inpainting; tests/reference/generate_concat_task_fixtures.py).
 
 Bound: max|ours - ref| <= 1e-4 x max(1, max|ref|) per array, the module fixtures' tolerance.
 """
@@ -114,3 +115,94 @@ def test_sd_inpainting_concat_and_guided_ddim(inpainting_pipe):
                                   concat=nhwc(ref["c_concat"]), sampler="ddim", steps=10, eta=0.0,
                                   guidance_scale=float(ref["guidance_scale"]), progress=False)
     np.testing.assert_allclose(pipe.decode(latents), nhwc(ref["decoded"]), atol=1e-3, rtol=0)
+
+
+# -- latent-diffusion's concat models: super-resolution, semantic synthesis, inpainting -----------------
+# (tests/reference/generate_concat_task_fixtures.py: one small UNet shared by the three, float16 on disk,
+# the module fixtures' VQ-f4 autoencoder; DDIM 5 steps, unguided.)
+
+def concat_pipe(tmp_path, yaml, *extra):
+    """A checkpoint assembled as the generator did: the shared UNet, `extra` weight files over it, and
+    `compvis/ae_vq.safetensors` as first_stage_model.* (and cond_stage_model.* when it is the cond stage)."""
+    from ldm_jax.convert.checkpoint_files import write_safetensors
+
+    state = load_file(fixture_path("tasks/ldm_concat_unet.safetensors"))
+    for name in extra:
+        state.update(load_file(fixture_path(f"tasks/{name}")))
+    state.update({f"first_stage_model.{k}": v for k, v in load_file(fixture_path("compvis/ae_vq.safetensors")).items()})
+    path = tmp_path / "model.safetensors"
+    write_safetensors(state, path)
+    return LatentDiffusionPipeline.from_checkpoint(path, fixture_path(f"tasks/{yaml}"))
+
+
+def check_concat_ddim(pipe, ref, concat):
+    """Our DDIM (the reference's eta and, for eta > 0, its noises) from x_T, every step when logged."""
+    eta = float(ref["eta"])
+    latents, inter = pipe.sample_latents(nhwc(ref["x_T"]), concat=concat, sampler="ddim", steps=5, eta=eta,
+                                         noise=nhwc(ref["noises"]) if eta > 0 else None, return_intermediates=True,
+                                         progress=False)
+    assert_matches_reference(latents, nhwc(ref["samples"]), "samples")
+    for name in ("x_inter", "pred_x0"):
+        if name in ref:
+            assert_matches_reference(inter[name], nhwc(ref[name]), name)
+    decoded = pipe.decode(latents)
+    np.testing.assert_allclose(decoded, nhwc(ref["decoded"]), atol=1e-3, rtol=0)
+    return latents, decoded
+
+
+@pytest.mark.parametrize("case", ["ldm_sr_ddim", "ldm_sr_large_ddim"])
+def test_ldm_super_resolution_concat_ddim_eta1(tmp_path, case):
+    """bsr_sr as notebook_helpers samples it (eta 1); the larger case runs the UNet trained on 8x8 latents
+    convolutionally on 16x16 (the notebook's path for outputs below 128 px, without split_input_params)."""
+    from ldm_jax.inference import tasks
+
+    pipe, ref = concat_pipe(tmp_path, "ldm_sr.yaml"), fixture(f"tasks/{case}.npz")
+    # The YAML gives only `concat_mode: true` (no conditioning_key): the reference's default is concat.
+    assert pipe.traits.conditioning_key == "concat" and pipe.traits.is_super_resolution
+    low_res = nhwc(ref["low_res"])
+    inputs = tasks.prepare(pipe, low_res=low_res, batch_size=len(low_res))
+    assert inputs.latent_shape == nhwc(ref["x_T"]).shape
+    np.testing.assert_array_equal(inputs.concat, nhwc(ref["cond"]))  # the low-res image as is (identity)
+    latents, _ = check_concat_ddim(pipe, ref, inputs.concat)
+    if "decoded_noquant" in ref:  # force_not_quantize=True
+        first_stage = pipe.ldm.first_stage.module
+        noquant = first_stage.apply(pipe.variables["first_stage"], latents / pipe.traits.scale_factor, True,
+                                    method=first_stage.decode)
+        np.testing.assert_allclose(noquant, nhwc(ref["decoded_noquant"]), atol=1e-3, rtol=0)
+
+
+def test_ldm_semantic_synthesis_spatial_rescaler_and_ddim(tmp_path):
+    from ldm_jax import images as image_io
+    from ldm_jax.inference import inputs as task_inputs
+    from ldm_jax.inference import tasks
+
+    pipe = concat_pipe(tmp_path, "ldm_semantic.yaml", "ldm_semantic_cond_stage.safetensors")
+    ref = fixture("tasks/ldm_semantic_ddim.npz")
+    assert pipe.traits.conditioning_key == "concat" and pipe.traits.is_semantic
+    onehot = np.concatenate([image_io.segmentation_to_onehot(labels, 5) for labels in ref["labels"]])
+    concat = task_inputs.semantic_concat(pipe, onehot, 8, 8)
+    assert_matches_reference(concat, nhwc(ref["cond"]), "cond")
+    first = tasks.prepare(pipe, segmentation=ref["labels"][0])  # the user-facing path, one map
+    assert first.latent_shape == (1, 8, 8, 3)
+    assert_matches_reference(first.concat, nhwc(ref["cond"][:1]), "prepare concat")
+    check_concat_ddim(pipe, ref, nhwc(ref["cond"]))
+
+
+def test_ldm_inpainting_concat_ddim_and_paste_back(tmp_path):
+    from ldm_jax.inference import tasks
+    from ldm_jax.inference.inputs import ldm_inpainting_concat
+
+    pipe = concat_pipe(tmp_path, "ldm_inpaint.yaml", "ldm_inpaint_conv_in.safetensors")
+    ref = fixture("tasks/ldm_inpaint_ddim.npz")
+    assert pipe.traits.conditioning_key == "concat" and pipe.traits.is_ldm_inpainting
+    image = nhwc(ref["image01"]) * 2 - 1
+    mask = (nhwc(ref["mask01"]) >= 0.5).astype(np.float32)
+    concat = ldm_inpainting_concat(pipe, image, mask)
+    assert_matches_reference(concat, nhwc(ref["c_concat"]), "c_concat")
+    first = tasks.prepare(pipe, image=image[:1], mask=nhwc(ref["mask01"])[0])  # a grey-level mask image
+    assert_matches_reference(first.concat, nhwc(ref["c_concat"][:1]), "prepare concat")
+    np.testing.assert_array_equal(first.pixel_mask, mask[:1])
+    _, decoded = check_concat_ddim(pipe, ref, nhwc(ref["c_concat"]))
+    # LatentDiffusionPipeline.__call__'s paste-back of the known pixels, in [-1, 1]
+    inpainted = (1.0 - mask) * image + mask * np.clip(decoded, -1, 1)
+    np.testing.assert_allclose((inpainted + 1) / 2, nhwc(ref["inpainted"]), atol=1e-3, rtol=0)

@@ -99,8 +99,11 @@ def config_from_reference(document: Mapping, *, base_dir: pathlib.Path | None = 
     dropped = sorted(set(params) - set(settings) - _TRAINING_ONLY)
     if dropped:
         warnings.warn(f"{source}: ignoring model.params {dropped}, which do not affect inference here")
-    if settings.get("conditioning_key") is None:
+    if source_of_condition == "none":  # "__is_unconditional__": the reference sets conditioning_key None
         settings["conditioning_key"] = "none"
+    elif settings.get("conditioning_key") is None:  # the reference LatentDiffusion's default (bsr_sr,
+        # semantic_synthesis, inpainting_big give only `concat_mode`, which defaults to True)
+        settings["conditioning_key"] = "concat" if settings.get("concat_mode", True) else "crossattn"
     config.model.diffusion = zoo.diffusion(**to_plain_dict(settings), cond_stage_source=source_of_condition)
     return config
 

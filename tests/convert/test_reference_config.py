@@ -29,6 +29,20 @@ def test_cond_stage_without_a_module(compvis_fixtures, cond_stage, source):
     assert again.model.to_dict() == config.model.to_dict()
 
 
+@pytest.mark.parametrize("params, key", [({"concat_mode": True}, "concat"), ({}, "concat"),
+                                         ({"concat_mode": False}, "crossattn"),
+                                         ({"concat_mode": True, "conditioning_key": "crossattn"}, "crossattn"),
+                                         ({"cond_stage_config": "__is_unconditional__"}, "none")])
+def test_conditioning_key_defaults_as_the_reference_latent_diffusion(compvis_fixtures, params, key):
+    """Without conditioning_key the reference LatentDiffusion takes "concat" if `concat_mode` (default
+    True, as bsr_sr, semantic_synthesis and inpainting_big leave it) else "crossattn"; None if unconditional."""
+    document = _full(compvis_fixtures)
+    del document["model"]["params"]["conditioning_key"]
+    document["model"]["params"].update(params)
+    config = reference_config.config_from_reference(document, base_dir=compvis_fixtures)
+    assert config.model.diffusion.conditioning_key == key
+
+
 def test_document_round_trip(compvis_fixtures):
     config = reference_config.read_reference_yaml(compvis_fixtures / "full_ckpt.yaml")
     written = yaml.safe_load(yaml.safe_dump(reference_config.to_reference_document(config)))

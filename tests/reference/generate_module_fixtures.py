@@ -123,6 +123,15 @@ class Writer:
             return
         np.savez_compressed(self.out / f"{name}.npz", **arrays)
 
+    def manifest(self, commits: dict) -> None:
+        """manifest.json: the source commits, the versions and the sha256 of every file in the folder
+        (task generators share theirs: each run lists what the folder holds)."""
+        files = sorted(p for p in self.out.iterdir() if p.is_file() and p.name != "manifest.json")
+        manifest = {"commits": commits, "torch": torch.__version__, "numpy": np.__version__,
+                    "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}}
+        (self.out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        print(f"wrote {len(files)} files to {self.out} ({sum(p.stat().st_size for p in files)} bytes)")
+
 
 def randomise(module: nn.Module, seed: int | None = None):
     """Redraws every parameter, in `named_modules` order: the reference init zeroes the output convs and
@@ -457,11 +466,7 @@ def main():
         for key, (gap, relative) in w.report.items():
             print(f"{key:45s} max abs {gap:.3g}  rel {relative:.3g}")
         return
-    files = sorted(p for p in w.out.iterdir() if p.is_file() and p.name != "manifest.json")
-    manifest = {"commits": COMMITS, "torch": torch.__version__, "numpy": np.__version__,
-                "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}}
-    (w.out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    print(f"wrote {len(files)} files to {w.out} ({sum(p.stat().st_size for p in files)} bytes)")
+    w.manifest(COMMITS)
 
 
 if __name__ == "__main__":

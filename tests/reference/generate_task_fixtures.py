@@ -8,12 +8,11 @@ randomly initialised models (every parameter redrawn, as `generate_module_fixtur
 
 (checkouts at the commits of README.md). The first stage is `IdentityFirstStage` (the samplers run on
 latents; the autoencoders are checked by the module fixtures) except for inpainting, which encodes the
-masked image with the module fixtures' `ae_kl`. The cases and arrays: README.md.
+masked image with the module fixtures' `ae_kl`. The cases and arrays: README.md. latent-diffusion's
+concat models (super-resolution, semantic synthesis, inpainting): generate_concat_task_fixtures.py.
 """
 import argparse
 import copy
-import hashlib
-import json
 import pathlib
 import sys
 import tempfile
@@ -205,11 +204,7 @@ def main():
         sd2_inpaint_ddim(w, sd2_v)
         original.use(args.latent_diffusion, args.taming)
         cin_export_and_ddim(w)
-    files = sorted(p for p in w.out.iterdir() if p.is_file() and p.name != "manifest.json")
-    manifest = {"commits": COMMITS, "torch": torch.__version__, "numpy": np.__version__,
-                "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}}
-    (w.out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    print(f"wrote {len(files)} files to {w.out} ({sum(p.stat().st_size for p in files)} bytes)")
+    w.manifest(COMMITS)
 
 
 if __name__ == "__main__":
