@@ -1,5 +1,6 @@
 """`ldm-jax sample` end to end on the fixture checkpoint with a tiny generated CLIP vocabulary."""
 import numpy as np
+import pytest
 from PIL import Image
 
 from ldm_jax import cli
@@ -21,3 +22,13 @@ def test_sample_writes_a_grid(tmp_path, compvis_fixtures):
     assert grid.size == (128, 64) and grid.mode == "RGB"    # two 64x64 samples side by side
     pixels = np.asarray(grid)
     assert pixels.std() > 0
+
+
+def test_a_bad_input_ends_in_one_line_naming_it_and_debug_gives_the_traceback(tmp_path, capsys):
+    missing = tmp_path / "missing.safetensors"
+    argv = ["sample", "--checkpoint", str(missing), "--prompt", "a cat", "--out", str(tmp_path / "grid.png")]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"ldm-jax sample: error: checkpoint {missing} does not exist (--debug for the traceback)"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        cli.main([*argv, "--debug"])

@@ -10,6 +10,7 @@ One module per command (group) parses its arguments and calls the library; each 
 only when its command runs, so `ldm-jax --help` stays fast.
 """
 import argparse
+import sys
 
 from ldm_jax.cli import checkpoint, data, demo, evaluate, sample, train
 
@@ -34,15 +35,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ldm-jax", description="Latent diffusion models in JAX/Flax.", epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="on an error, the whole traceback, not one line")
     commands = parser.add_subparsers(dest="command", required=True)
     for module in (checkpoint, sample, data, train, demo, evaluate):
         module.add(commands)
 
     # `train` and `demo` also take `--config.<dotted.field>=<value>` overrides, which argparse cannot list.
-    args, extra = parser.parse_known_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv  # taken before or after the command
+    args, extra = parser.parse_known_args([arg for arg in argv if arg != "--debug"])
     overrides = [arg for arg in extra if arg.startswith(OVERRIDE_PREFIX)]
     takes_overrides = getattr(args, "takes_overrides", False)
     if len(overrides) != len(extra) or (overrides and not takes_overrides):
         parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides or not takes_overrides)}")
     args.overrides = [arg[len(OVERRIDE_PREFIX):] for arg in overrides]
-    return args.run(args)
+    try:
+        return args.run(args)
+    except Exception as error:  # a bad input ends in its message, like argparse's own errors
+        if debug:
+            raise
+        message = str(error) or type(error).__name__
+        print(f"ldm-jax {args.command}: error: {message} (--debug for the traceback)", file=sys.stderr)
+        return 1

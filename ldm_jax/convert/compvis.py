@@ -103,6 +103,9 @@ def load_checkpoint(path: str | os.PathLike, config_path: str | os.PathLike | No
     `(config, {"first_stage": ..., "unet": ..., "cond_stage": ...})` for the sections it has.
     """
     path = pathlib.Path(path)
+    if not path.is_file():  # before the config, whose default location is beside it
+        raise FileNotFoundError(f"checkpoint {path} does not exist" if not path.exists() else
+                                f"checkpoint {path} is not a file")
     config = _read_config(path, config_path)
     state_dict = checkpoint_files.read_state_dict(path)
     _check_schedule(config, state_dict, path)
