@@ -49,6 +49,8 @@ def add(commands) -> None:
     sample.add_argument("--height", type=int)
     sample.add_argument("--width", type=int)
     sample.add_argument("--rows", type=int, help="rows of the grid (default: about square)")
+    sample.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="compute dtype of the models (weights stay float32)")
     sample.add_argument("--no-progress", action="store_true", help="no progress bar")
     sample.add_argument("--out", required=True, help="the PNG file to write")
     sample.set_defaults(run=_sample)
@@ -60,7 +62,8 @@ def _sample(args) -> int:
 
     start = time.perf_counter()
     checkpoint, config = hub.resolve_checkpoint(args.checkpoint, args.config)
-    pipe = LatentDiffusionPipeline.from_checkpoint(checkpoint, config_path=config, use_ema=args.ema)
+    pipe = LatentDiffusionPipeline.from_checkpoint(checkpoint, config_path=config, use_ema=args.ema,
+                                                   dtype=None if args.dtype == "float32" else args.dtype)
     samples = pipe(
         prompt=args.prompt, negative_prompt=args.negative_prompt, class_label=args.class_label,
         image=args.image, mask=args.mask, low_res=args.low_res, segmentation=args.segmentation, layout=args.layout,

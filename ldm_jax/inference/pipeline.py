@@ -1,6 +1,6 @@
 """`LatentDiffusionPipeline`: a loaded LDM / Stable Diffusion model and its low-level sampling API.
 
-    pipe = LatentDiffusionPipeline.from_checkpoint(ckpt, config_path=yaml, use_ema=False)
+    pipe = LatentDiffusionPipeline.from_checkpoint(ckpt, config_path=yaml, use_ema=False)   # dtype=jnp.bfloat16
     context = pipe.encode_text(token_ids)                 # (N, L) ids -> (N, L, D)
     latents = pipe.sample_latents(x_T, context=context, uncond_context=uncond, sampler="ddim",
                                   steps=50, eta=0.0, guidance_scale=7.5, rng=key)
@@ -36,13 +36,15 @@ from ldm_jax.parallel.local import LocalDevices, shard_batch
 class LatentDiffusionPipeline:
     """A `LatentDiffusion` model with its variables on the local devices, and its jitted functions."""
 
-    def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, Any]):
-        self.ldm = LatentDiffusion(config)
+    def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, Any], dtype=None):
+        """`dtype` (e.g. `jnp.bfloat16`) is the models' compute dtype; the weights, the sampler's latents
+        and the decoded images stay float32. None: float32 throughout."""
+        self.ldm = LatentDiffusion(config, **({} if dtype is None else {"dtype": jnp.dtype(dtype)}))
         self.variables = variables
         self.devices = LocalDevices(variables)
         self.sampler = LatentSampler(self.ldm.apply_unet, self.ldm.schedule, self.ldm.parameterization)
         ldm = self.ldm
-        self._decode = jax.jit(lambda v, latents: ldm.decode(v["first_stage"], latents))
+        self._decode = jax.jit(lambda v, latents: ldm.decode(v["first_stage"], latents).astype(jnp.float32))
         self._encode = jax.jit(lambda v, images: ldm.encode(v["first_stage"], images))
         self._cond = jax.jit(lambda v, inputs: ldm.apply_cond_stage(v["cond_stage"], inputs))
 
@@ -56,14 +58,15 @@ class LatentDiffusionPipeline:
         return self.ldm.traits
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, config_path=None, use_ema: bool = False
+    def from_checkpoint(cls, path: str | os.PathLike, config_path=None, use_ema: bool = False, dtype=None
                         ) -> "LatentDiffusionPipeline":
-        """Loads a CompVis / SD checkpoint (or one we saved) with its config (see compvis.load_checkpoint)."""
+        """Loads a CompVis / SD checkpoint (or one we saved) with its config (see compvis.load_checkpoint);
+        `dtype`: the compute dtype (see `__init__`)."""
         path, config_path = hub.resolve_checkpoint(path, config_path)  # hf://org/repo/file.ckpt
         config, variables = compvis.load_checkpoint(path, config_path=config_path, use_ema=use_ema)
         if "unet" not in variables or "diffusion" not in config.model:
             raise ValueError(f"{path}: not a LatentDiffusion checkpoint (it holds {sorted(variables)})")
-        return cls(config, variables)
+        return cls(config, variables, dtype)
 
     # -- conditioning ---------------------------------------------------------------------------------
 
