@@ -1,4 +1,5 @@
 """`ldm-jax sample` end to end on the fixture checkpoint with a tiny generated CLIP vocabulary."""
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -36,3 +37,16 @@ def test_a_bad_input_ends_in_one_line_naming_it_and_debug_gives_the_traceback(tm
     assert err.strip() == f"ldm-jax sample: error: checkpoint {missing} does not exist (--debug for the traceback)"
     with pytest.raises(FileNotFoundError, match="does not exist"):
         cli.main([*argv, "--debug"])
+
+
+def test_compute_dtypes_each_backend_can_run():
+    from ldm_jax.inference.pipeline import check_compute_dtype
+
+    for backend in ("cpu", "gpu", "tpu"):
+        check_compute_dtype(None, backend)
+        check_compute_dtype(jnp.bfloat16, backend)
+    check_compute_dtype(jnp.float16, "gpu")
+    with pytest.raises(ValueError, match="TPUs compute in bfloat16, not float16"):
+        check_compute_dtype(jnp.float16, "tpu")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        check_compute_dtype(jnp.int8, "cpu")

@@ -33,12 +33,27 @@ from ldm_jax.models import conditioners
 from ldm_jax.parallel.local import LocalDevices, shard_batch
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_compute_dtype(dtype, backend: str) -> None:
+    """A sampling compute dtype the backend can run: float16 has no arithmetic units on TPUs."""
+    if dtype is None:
+        return
+    name = jnp.dtype(dtype).name
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {name}")
+    if name == "float16" and backend == "tpu":
+        raise ValueError("TPUs compute in bfloat16, not float16: use dtype=jnp.bfloat16")
+
+
 class LatentDiffusionPipeline:
     """A `LatentDiffusion` model with its variables on the local devices, and its jitted functions."""
 
     def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, Any], dtype=None):
         """`dtype` (e.g. `jnp.bfloat16`) is the models' compute dtype; the weights, the sampler's latents
         and the decoded images stay float32. None: float32 throughout."""
+        check_compute_dtype(dtype, jax.default_backend())
         self.ldm = LatentDiffusion(config, **({} if dtype is None else {"dtype": jnp.dtype(dtype)}))
         self.variables = variables
         self.devices = LocalDevices(variables)

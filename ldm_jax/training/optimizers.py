@@ -212,6 +212,9 @@ class Precision:
     def from_config(cls, section: Mapping | None) -> "Precision":
         settings = {**default_precision_config().to_dict(), **to_plain_dict(section or {})}
         name = settings["compute_dtype"]
+        if name == "float16":
+            raise ValueError("precision.compute_dtype float16 needs loss scaling, which training here does not do "
+                             "(gradients underflow); use bfloat16, float32's range at float16's speed")
         if name not in COMPUTE_DTYPES:
             raise ValueError(f"precision.compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got {name!r}")
         return cls(COMPUTE_DTYPES[name], bool(settings["remat"]))

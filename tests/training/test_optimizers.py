@@ -170,8 +170,10 @@ def test_bad_settings_name_the_field():
         optimizers.make_optimizer(_settings(schedule=dict(kind="lambda_linear", f_min=[1.0, 2.0])), 1e-4)
     with pytest.raises(ValueError, match="accumulate_grad_batches"):
         optimizers.make_optimizer(_settings(accumulate_grad_batches=0), 1e-4)
-    with pytest.raises(ValueError, match="precision.compute_dtype"):
+    with pytest.raises(ValueError, match="float16 needs loss scaling.*use bfloat16"):
         optimizers.Precision.from_config({"compute_dtype": "float16"})
+    with pytest.raises(ValueError, match=r"precision.compute_dtype must be one of \['bfloat16', 'float32'\]"):
+        optimizers.Precision.from_config({"compute_dtype": "int8"})
 
 
 def test_precision_policy():
