@@ -197,5 +197,6 @@ def main():
         inpainting(w, sr)
     w.manifest(TASK_COMMITS)  # the folder is shared with generate_task_fixtures.py
 
+
 if __name__ == "__main__":
     main()
