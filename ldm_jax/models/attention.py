@@ -14,9 +14,10 @@
   the autoencoder's self-attention from 32x32 latents up): the Pallas splash-attention kernel
   (`attention_tpu.py`), whose forward and gradient never hold a (q, k) score matrix in HBM. Shorter
   sequences, cross-attention to 77 text tokens, masks and causal text encoders: XLA's implementation.
-  A Pallas kernel cannot be partitioned by XLA, so it is used only in single-device programs and
-  inside a `shard_map(..., check_vma=False)` over every mesh axis (`_kernel_lowers`); a `jit` over a
-  mesh keeps XLA.
+  A Pallas kernel cannot be partitioned by XLA, so it runs per device: in single-device programs,
+  inside a `shard_map(..., check_vma=False)` over every mesh axis, and in a training step over a mesh
+  (examples split over data / fsdp, heads over tensor) in a shard_map of its own (`_kernel_lowers`); a
+  plain `jit` over several devices with no mesh in context keeps XLA.
 
 The formulation is picked when the program is lowered (`jax.lax.platform_dependent`), so a program
 compiled ahead of time for a TPU from a CPU host (experiments/bench_scale.py) holds the TPU's.
@@ -88,15 +89,21 @@ def implementation(platform: str, dtype, q_len: int, kv_len: int, head_dim: int,
 
 
 def _kernel_lowers(query) -> bool:
-    """Whether a Pallas TPU kernel can be lowered here. XLA cannot partition one: a program over several
-    devices lowers it only inside a `shard_map` over every mesh axis, and jax 0.10.2's splash kernel
-    declares outputs that fail shard_map's replication check (`check_vma=True`, the default), which
-    shows as inputs carrying varying manual axes. Whether a `jit` will be sharded is unknown while
-    tracing, so outside `shard_map` the kernel is used only where there is a single device."""
+    """Whether a Pallas TPU kernel can be lowered here. XLA cannot partition one, so it runs per device:
+    - in a single-device program;
+    - inside a `shard_map` over every mesh axis, unless under shard_map's replication check
+      (`check_vma=True`, the default), which jax 0.10.2's splash kernel outputs fail: it shows as
+      inputs carrying varying manual axes;
+    - under a mesh in context and no manual axes (the training step: `jit_train_step` sets its mesh),
+      in a shard_map of its own (`attention_tpu.attend_splash_on_mesh`) where batch and heads divide.
+    A plain `jit` over several devices with no mesh in context keeps XLA: how it is sharded is unknown
+    while tracing."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
         return jax.device_count() == 1
-    return mesh.are_all_axes_manual and not jax.typeof(query).manual_axis_type.varying
+    if mesh.are_all_axes_manual:
+        return not jax.typeof(query).manual_axis_type.varying
+    return not mesh.manual_axes and attention_tpu.mesh_split(query) is not None
 
 
 def _attend_full(query, key, value, mask, is_causal):
@@ -126,7 +133,10 @@ def _attend_full(query, key, value, mask, is_causal):
         on_gpu["cuda"] = lambda: with_xla("cudnn")
     on_tpu = {}
     if choice("tpu") == "splash":
-        on_tpu["tpu"] = lambda: attention_tpu.attend_splash(query, key, value)
+        mesh = jax.sharding.get_abstract_mesh()
+        on_mesh = not mesh.empty and not mesh.are_all_axes_manual
+        kernel = attention_tpu.attend_splash_on_mesh if on_mesh else attention_tpu.attend_splash
+        on_tpu["tpu"] = lambda: kernel(query, key, value)
     return jax.lax.platform_dependent(cpu=on_cpu, **on_gpu, **on_tpu, default=with_xla)
 
 

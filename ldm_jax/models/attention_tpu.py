@@ -7,14 +7,18 @@ head_dim) arrays and no scale, so `splash_attention` moves the heads forward, sc
 pads the head dimension to whole 128-lane vregs and maps the kernel over the batch.
 """
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental.pallas.ops.tpu import splash_attention
+from jax.sharding import PartitionSpec as P
 
 # The kernel's default tile: both sequence lengths must be multiples of it (`attention.implementation`).
 BLOCK = 128
+# The mesh axis that splits heads (tensor parallelism); every other axis splits examples.
+TENSOR_AXIS = "tensor"
 # Lanes of a TPU vreg: the head dimension is zero-padded to a multiple of it, as maxdiffusion does,
 # so every tile is lane-dense (zero columns change neither q k^T nor the kept output columns).
 LANES = 128
@@ -47,3 +51,25 @@ def attend_splash(query, key, value, *, interpret: bool = False) -> jax.Array:
     kernel = _kernel(heads, q_len, key.shape[1], interpret)
     out = jax.vmap(kernel)(heads_first(query), heads_first(key), heads_first(value))
     return jnp.swapaxes(out[..., :head_dim], 1, 2)
+
+
+def mesh_split(query) -> P | None:
+    """How the mesh in context (`parallel.mesh.jit_train_step` sets it) splits attention for the kernel:
+    examples over every axis but `tensor`, heads over `tensor`; None where the shapes do not divide."""
+    mesh = jax.sharding.get_abstract_mesh()
+    batch_axes = tuple(axis for axis in mesh.axis_names if axis != TENSOR_AXIS)
+    heads_axis = TENSOR_AXIS if TENSOR_AXIS in mesh.axis_names else None
+    if (query.shape[0] % math.prod(mesh.shape[axis] for axis in batch_axes)
+            or query.shape[2] % (mesh.shape[heads_axis] if heads_axis else 1)):
+        return None
+    return P(batch_axes, None, heads_axis, None)
+
+
+def attend_splash_on_mesh(query, key, value, *, interpret: bool = False) -> jax.Array:
+    """`attend_splash` in a program over the mesh in context: XLA cannot partition a Pallas kernel, so it
+    runs per device in a `shard_map` of its own (without the replication check, which the kernel's
+    outputs fail in jax 0.10.2)."""
+    spec = mesh_split(query)
+    return jax.shard_map(functools.partial(attend_splash, interpret=interpret),
+                         mesh=jax.sharding.get_abstract_mesh(), in_specs=(spec, spec, spec), out_specs=spec,
+                         check_vma=False)(query, key, value)

@@ -49,9 +49,9 @@ def test_the_tpu_takes_splash_for_long_plain_self_attention(dtype, q_len, kv_len
     assert attention.implementation("tpu", dtype, q_len, kv_len, head_dim, plain=plain) == expected
 
 
-def _qkv(dtype, q_len=256, kv_len=256, heads=2, head_dim=64, seed=0):
+def _qkv(dtype, q_len=256, kv_len=256, heads=2, head_dim=64, seed=0, batch=1):
     rng = np.random.default_rng(seed)
-    return tuple(jnp.asarray(2 * rng.standard_normal((1, length, heads, head_dim)), dtype)
+    return tuple(jnp.asarray(2 * rng.standard_normal((batch, length, heads, head_dim)), dtype)
                  for length in (q_len, kv_len, kv_len))
 
 
@@ -132,3 +132,34 @@ def test_the_cpu_program_never_holds_the_kernel():
     long = jax.ShapeDtypeStruct((1, 1024, 2, 64), BF16)
     text = jax.jit(_in_shard_map(attention.attend, jax.devices()[:1])).trace(long, long, long).lower().as_text()
     assert "tpu_custom_call" not in text
+
+
+def _training_mesh():
+    """The mesh a training step runs under (`jit_train_step` puts it in context): data 4 x tensor 2."""
+    return jax.make_mesh((4, 2), ("data", "tensor"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def test_a_training_step_mesh_gets_the_kernel_per_device_on_the_tpu():
+    mesh = _training_mesh()
+    long = jax.ShapeDtypeStruct((8, 1024, 2, 64), BF16)
+    odd_heads = jax.ShapeDtypeStruct((8, 1024, 3, 64), BF16)  # 3 heads do not split over tensor = 2
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+        assert attention_tpu.mesh_split(long) == P(("data",), None, "tensor", None)
+        for fn in (attention.attend, lambda q, k, v: _grad_of_attend(q, k, v)[0]):
+            assert "tpu_custom_call" in _lowered_for_tpu(fn, long, long, long)
+        assert attention_tpu.mesh_split(odd_heads) is None
+        assert "tpu_custom_call" not in _lowered_for_tpu(attention.attend, odd_heads, odd_heads, odd_heads)
+
+
+def test_the_kernel_split_over_a_training_mesh_equals_softmax_attention():
+    """Examples over data, heads over tensor, one kernel per device (Pallas' interpreter)."""
+    mesh = _training_mesh()
+    q, k, v = _qkv(F32, 128, 128, batch=8, heads=2, head_dim=128)
+    def in_step(q, k, v):  # as jit_train_step traces: the mesh in context, concrete shardings outside
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return attention_tpu.attend_splash_on_mesh(q, k, v, interpret=True)
+
+    whole = jax.sharding.NamedSharding(mesh, P())
+    kernel = jax.jit(in_step, in_shardings=(whole,) * 3, out_shardings=whole)(q, k, v)
+    reference = np.asarray(_softmax_attention(q, k, v))
+    np.testing.assert_allclose(np.asarray(kernel), reference, atol=1e-5 * np.abs(reference).max(), rtol=1e-5)
