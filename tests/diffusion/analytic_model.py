@@ -1,5 +1,6 @@
-"""The stand-in for a UNet that sampler parity tests (and the reference fixture generator) share, and
-our run of it: the timesteps the model is called at, its input latents at every step, and the result."""
+"""The stand-in for a UNet that sampler parity tests (and the reference fixture generator) share, our
+run of it (the timesteps the model is called at, its input latents at every step, and the result) and
+the comparison of such a trajectory with a reference's."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,3 +36,13 @@ def run_ours(sampler, steps, discretize, parameterization, x_T, *, eta=0.0, nois
               noise=None if noise is None else jnp.asarray(noise[:steps]), progress=False)
     jax.effects_barrier()
     return np.asarray(times), np.stack(inputs), np.asarray(out)
+
+
+def assert_same_trajectory(ours, reference):
+    """(timesteps, model inputs, result) of ours against the reference's: timesteps to 1e-3, latents to
+    1e-4 x max(1, max|reference|)."""
+    (times, inputs, got), (want_times, want_inputs, want) = ours, reference
+    np.testing.assert_allclose(times, want_times, rtol=0, atol=1e-3)
+    bound = 1e-4 * max(1.0, float(np.abs(want).max()), float(np.abs(want_inputs).max()))
+    np.testing.assert_allclose(inputs, want_inputs, rtol=0, atol=bound)
+    np.testing.assert_allclose(got, want, rtol=0, atol=bound)

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from ldm_jax.diffusion import sampling  # noqa: E402
-from tests.diffusion.analytic_model import SCHEDULE, SHAPE, model, run_ours  # noqa: E402
+from tests.diffusion.analytic_model import SCHEDULE, SHAPE, assert_same_trajectory, model, run_ours  # noqa: E402
 
 # runwayml/stable-diffusion-v1-5 scheduler/scheduler_config.json (a PNDMScheduler's).
 SD15_SCHEDULER_CONFIG = {"beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
@@ -64,24 +64,20 @@ def ours_run(name, steps, spacing, parameterization, x_T, noise):
                     noise=None if noise_module is None else noise)
 
 
-def assert_same_trajectory(name, steps, spacing, monkeypatch, parameterization="eps"):
+def check_against_diffusers(name, steps, spacing, monkeypatch, parameterization="eps"):
     rng = np.random.default_rng(steps)
     x_T = rng.standard_normal(SHAPE).astype(np.float32)
     noise = rng.standard_normal((steps + 1, *SHAPE)).astype(np.float32)
     prediction_type = {"eps": "epsilon", "v": "v_prediction"}[parameterization]
-    want_times, want_inputs, want = diffusers_run(name, steps, spacing, prediction_type, x_T, noise, monkeypatch)
-    times, inputs, got = ours_run(name, steps, spacing, parameterization, x_T, noise)
-    np.testing.assert_allclose(times, want_times, rtol=0, atol=1e-3)
-    bound = 1e-4 * max(1.0, float(np.abs(want).max()), float(np.abs(want_inputs).max()))
-    np.testing.assert_allclose(inputs, want_inputs, rtol=0, atol=bound)
-    np.testing.assert_allclose(got, want, rtol=0, atol=bound)
+    assert_same_trajectory(ours_run(name, steps, spacing, parameterization, x_T, noise),
+                           diffusers_run(name, steps, spacing, prediction_type, x_T, noise, monkeypatch))
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 @pytest.mark.parametrize("steps", [7, 20])
 def test_defaults_follow_diffusers(name, steps, monkeypatch):
     """No `discretize`: each sampler walks its diffusers counterpart's default grid."""
-    assert_same_trajectory(name, steps, REFERENCE_DEFAULT.get(name), monkeypatch)
+    check_against_diffusers(name, steps, REFERENCE_DEFAULT.get(name), monkeypatch)
 
 
 # PNDM's second call of its first step goes back to t_next + T // S, which is the grid's first
@@ -90,13 +86,13 @@ def test_defaults_follow_diffusers(name, steps, monkeypatch):
                                            for spacing in ("leading", "trailing", "linspace")
                                            if (name, spacing) != ("plms", "linspace")])
 def test_every_spacing_follows_diffusers(name, spacing, monkeypatch):
-    assert_same_trajectory(name, 9, spacing, monkeypatch)  # 9: a count the reference's spacing cannot do
+    check_against_diffusers(name, 9, spacing, monkeypatch)  # 9: a count the reference's spacing cannot do
 
 
 # PNDM averages two raw v outputs before converting them to eps; the reference PLMS (ours) converts each.
 @pytest.mark.parametrize("name", sorted(set(SAMPLERS) - {"plms"}))
 def test_v_prediction_follows_diffusers(name, monkeypatch):
-    assert_same_trajectory(name, 12, REFERENCE_DEFAULT.get(name), monkeypatch, "v")
+    check_against_diffusers(name, 12, REFERENCE_DEFAULT.get(name), monkeypatch, "v")
 
 
 def test_reference_spacing_error_names_the_diffusers_spacings():

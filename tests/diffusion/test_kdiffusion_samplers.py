@@ -14,7 +14,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from tests.diffusion.analytic_model import SCHEDULE, SHAPE, model, run_ours
+from tests.diffusion.analytic_model import SCHEDULE, SHAPE, assert_same_trajectory, model, run_ours
 
 torch = pytest.importorskip("torch")
 if importlib.util.find_spec("k_diffusion") is None:
@@ -76,10 +76,6 @@ def test_k_diffusion_grid_follows_k_diffusion(k_diffusion, name, steps, paramete
     rng = np.random.default_rng(steps)
     x_T = rng.standard_normal(SHAPE).astype(np.float32)
     noise = rng.standard_normal((steps, *SHAPE)).astype(np.float32)
-    want_times, want_inputs, want = k_diffusion_run(k_diffusion, name, steps, parameterization, x_T, noise)
     sampler, eta, _ = SAMPLERS[name]
-    times, inputs, got = run_ours(sampler, steps, "k-diffusion", parameterization, x_T, eta=eta, noise=noise)
-    np.testing.assert_allclose(times, want_times, rtol=0, atol=1e-3)
-    bound = 1e-4 * max(1.0, float(np.abs(want).max()), float(np.abs(want_inputs).max()))
-    np.testing.assert_allclose(inputs, want_inputs, rtol=0, atol=bound)
-    np.testing.assert_allclose(got, want, rtol=0, atol=bound)
+    assert_same_trajectory(run_ours(sampler, steps, "k-diffusion", parameterization, x_T, eta=eta, noise=noise),
+                           k_diffusion_run(k_diffusion, name, steps, parameterization, x_T, noise))

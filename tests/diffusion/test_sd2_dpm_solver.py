@@ -5,11 +5,10 @@ The reference's trajectories were written by `tests/reference/generate_sampler_f
 original code on the analytic model; compared: the (fractional) timesteps the model is called at, its
 input at every step and the result, to 1e-4 x max(1, max|reference|).
 """
-import numpy as np
 import pytest
 
 from ldm_jax.diffusion import sampling
-from tests.diffusion.analytic_model import SCHEDULE, run_ours
+from tests.diffusion.analytic_model import SCHEDULE, assert_same_trajectory, run_ours
 from tests.reference import fixture
 
 
@@ -17,12 +16,8 @@ from tests.reference import fixture
 def test_time_uniform_grid_follows_sd2_dpm_solver_sampler(steps, parameterization):
     reference = fixture("sd2_dpm_solver.npz")
     key = f"{parameterization}_{steps}"
-    want_times, want_inputs, want = (reference[f"{key}/{name}"] for name in ("times", "inputs", "out"))
-    times, inputs, got = run_ours("dpm_solver++", steps, "time_uniform", parameterization, reference[f"{key}/x_T"])
-    np.testing.assert_allclose(times, want_times, rtol=0, atol=1e-3)
-    bound = 1e-4 * max(1.0, float(np.abs(want).max()), float(np.abs(want_inputs).max()))
-    np.testing.assert_allclose(inputs, want_inputs, rtol=0, atol=bound)
-    np.testing.assert_allclose(got, want, rtol=0, atol=bound)
+    assert_same_trajectory(run_ours("dpm_solver++", steps, "time_uniform", parameterization, reference[f"{key}/x_T"]),
+                           tuple(reference[f"{key}/{name}"] for name in ("times", "inputs", "out")))
 
 
 def test_solver_spacings_are_refused_by_other_samplers_by_name():
