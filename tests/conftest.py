@@ -18,9 +18,10 @@ jax.config.update("jax_compilation_cache_dir", str(REPO / ".cache" / "jax_compil
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 FIXTURES = pathlib.Path(os.environ.get("LDM_JAX_FIXTURES", REPO / "tests" / "reference" / "compvis"))
-# Weights stored once, inside the full checkpoint: case -> prefix there (clip_text keeps its full key).
-IN_FULL_CHECKPOINT = {"ae_kl": "first_stage_model.", "unet_crossattn": "model.diffusion_model.",
-                      "clip_text": ""}
+# Weights stored once, inside the full checkpoint: case -> (its keys' prefix there, whether the case's
+# own keys drop it: clip_text's keep theirs, as SD v1 checkpoints and its fixture use them).
+IN_FULL_CHECKPOINT = {"ae_kl": ("first_stage_model.", True), "unet_crossattn": ("model.diffusion_model.", True),
+                      "clip_text": ("cond_stage_model.", False)}
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +40,9 @@ def case_weights(folder: pathlib.Path, case: str) -> dict[str, np.ndarray]:
 
     if (folder / f"{case}.safetensors").exists():
         return load_file(folder / f"{case}.safetensors")
-    prefix = IN_FULL_CHECKPOINT[case]
+    prefix, drop = IN_FULL_CHECKPOINT[case]
     full = load_file(folder / "full_ckpt.safetensors")
-    if case == "clip_text":
-        return {k: v for k, v in full.items() if k.startswith("cond_stage_model.")}
-    return {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+    return {(k[len(prefix):] if drop else k): v for k, v in full.items() if k.startswith(prefix)}
 
 
 def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:

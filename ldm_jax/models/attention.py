@@ -95,7 +95,7 @@ def _kernel_lowers(query) -> bool:
       (`check_vma=True`, the default), which jax 0.10.2's splash kernel outputs fail: it shows as
       inputs carrying varying manual axes;
     - under a mesh in context and no manual axes (the training step: `jit_train_step` sets its mesh),
-      in a shard_map of its own (`attention_tpu.attend_splash_on_mesh`) where batch and heads divide.
+      in a shard_map of its own (`attention_tpu.attend_splash_per_device`) where batch and heads divide.
     A plain `jit` over several devices with no mesh in context keeps XLA: how it is sharded is unknown
     while tracing."""
     mesh = jax.sharding.get_abstract_mesh()
@@ -133,10 +133,7 @@ def _attend_full(query, key, value, mask, is_causal):
         on_gpu["cuda"] = lambda: with_xla("cudnn")
     on_tpu = {}
     if choice("tpu") == "splash":
-        mesh = jax.sharding.get_abstract_mesh()
-        on_mesh = not mesh.empty and not mesh.are_all_axes_manual
-        kernel = attention_tpu.attend_splash_on_mesh if on_mesh else attention_tpu.attend_splash
-        on_tpu["tpu"] = lambda: kernel(query, key, value)
+        on_tpu["tpu"] = lambda: attention_tpu.attend_splash_per_device(query, key, value)
     return jax.lax.platform_dependent(cpu=on_cpu, **on_gpu, **on_tpu, default=with_xla)
 
 

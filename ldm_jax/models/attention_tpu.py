@@ -65,11 +65,15 @@ def mesh_split(query) -> P | None:
     return P(batch_axes, None, heads_axis, None)
 
 
-def attend_splash_on_mesh(query, key, value, *, interpret: bool = False) -> jax.Array:
-    """`attend_splash` in a program over the mesh in context: XLA cannot partition a Pallas kernel, so it
-    runs per device in a `shard_map` of its own (without the replication check, which the kernel's
+def attend_splash_per_device(query, key, value, *, interpret: bool = False) -> jax.Array:
+    """`attend_splash` wherever `attention._kernel_lowers` allows it. XLA cannot partition a Pallas kernel:
+    in a single-device program or inside a shard_map it runs as is; in a program over the mesh in context
+    it runs per device in a `shard_map` of its own (without the replication check, which the kernel's
     outputs fail in jax 0.10.2)."""
+    kernel = functools.partial(attend_splash, interpret=interpret)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.are_all_axes_manual:
+        return kernel(query, key, value)
     spec = mesh_split(query)
-    return jax.shard_map(functools.partial(attend_splash, interpret=interpret),
-                         mesh=jax.sharding.get_abstract_mesh(), in_specs=(spec, spec, spec), out_specs=spec,
-                         check_vma=False)(query, key, value)
+    return jax.shard_map(kernel, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)(
+        query, key, value)

@@ -157,7 +157,7 @@ def test_the_kernel_split_over_a_training_mesh_equals_softmax_attention():
     q, k, v = _qkv(F32, 128, 128, batch=8, heads=2, head_dim=128)
     def in_step(q, k, v):  # as jit_train_step traces: the mesh in context, concrete shardings outside
         with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-            return attention_tpu.attend_splash_on_mesh(q, k, v, interpret=True)
+            return attention_tpu.attend_splash_per_device(q, k, v, interpret=True)
 
     whole = jax.sharding.NamedSharding(mesh, P())
     kernel = jax.jit(in_step, in_shardings=(whole,) * 3, out_shardings=whole)(q, k, v)
