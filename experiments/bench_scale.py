@@ -43,7 +43,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from ldm_jax import config_files  # noqa: E402
-from training_batch import abstract_batch  # noqa: E402
+from programs import abstract_batch, peak_bytes  # noqa: E402
 from ldm_jax.diffusion.sampling import LatentSampler  # noqa: E402
 from ldm_jax.ldm import LatentDiffusion  # noqa: E402
 from ldm_jax.models import components  # noqa: E402
@@ -88,8 +88,7 @@ def _memory(compiled) -> dict:
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return {"argument_gb": memory.argument_size_in_bytes / GB, "output_gb": memory.output_size_in_bytes / GB,
             "temp_gb": memory.temp_size_in_bytes / GB, "alias_gb": memory.alias_size_in_bytes / GB,
-            "peak_gb": (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
-                        + memory.temp_size_in_bytes) / GB,
+            "peak_gb": peak_bytes(memory) / GB,
             "tflops": float((cost or {}).get("flops", 0.0)) / 1e12}
 
 

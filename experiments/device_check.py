@@ -37,7 +37,7 @@ for path in (REPO, REPO / "experiments"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from training_batch import abstract_batch, caption_length  # noqa: E402
+from programs import abstract_batch, caption_length, peak_bytes  # noqa: E402
 
 from ldm_jax.config_files import load_config  # noqa: E402
 from ldm_jax.data.pipeline import to_global_batch  # noqa: E402
@@ -71,8 +71,7 @@ def _estimate_gb(compiled) -> float:
     memory = compiled.memory_analysis()
     if memory is None:
         return float("nan")
-    return (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
-            + memory.temp_size_in_bytes) / GB
+    return peak_bytes(memory) / GB
 
 
 def device_peak_gb(device) -> float | None:

@@ -1,5 +1,6 @@
-"""The shapes of one training batch of a config's stage, for programs built without a data pipeline
-(`bench_scale.py` compiles with them; `device_check.py` fills them with zeros)."""
+"""What the experiments need of programs built without a data pipeline: the shapes of one training
+batch of a config's stage (`bench_scale.py` compiles with them; `device_check.py` fills them with
+zeros) and XLA's estimate of a compiled program's peak memory."""
 import jax
 import jax.numpy as jnp
 
@@ -26,3 +27,10 @@ def caption_length(traits) -> int:
     """Tokens per caption of a text model's encoder (CLIP, OpenCLIP or BERT params)."""
     params = traits.cond_params
     return int(params.get("max_position_embeddings", params.get("context_length", params.get("max_seq_len", 77))))
+
+
+def peak_bytes(memory) -> int:
+    """A compiled program's peak per device from its `memory_analysis()`: arguments + outputs - the
+    donated bytes aliased to outputs + temporaries."""
+    return (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+            + memory.temp_size_in_bytes)
