@@ -16,7 +16,7 @@ from safetensors.numpy import load_file
 from ldm_jax import LatentDiffusionPipeline
 from ldm_jax.convert import compvis
 from ldm_jax.diffusion.sampling import LatentSampler
-from tests.conftest import assert_matches_reference
+from tests.conftest import assert_matches_reference, case_weights
 from tests.reference import fixture, fixture_path
 
 
@@ -86,19 +86,31 @@ def test_export_is_reproduced_byte_for_byte(tmp_path):
         k.replace(".", "") for k in written if k.startswith("model.diffusion_model.")}
 
 
-@pytest.fixture(scope="module")
-def inpainting_pipe(tmp_path_factory):
-    """The 9-channel SD 2 inpainting model, assembled as the generator did: sd2_v_ddim's weights with the
-    inpainting input conv, and the module fixtures' autoencoder."""
+def assembled_pipe(folder, yaml, *parts):
+    """A checkpoint assembled as the generators did: state dicts merged in order (later keys win), with
+    the reference YAML `tasks/<yaml>`."""
     from ldm_jax.convert.checkpoint_files import write_safetensors
 
-    state = load_file(fixture_path("tasks/sd2_v_ddim.safetensors"))
-    state.update(load_file(fixture_path("tasks/sd2_inpaint_conv_in.safetensors")))
-    state.update({k: v for k, v in load_file(fixture_path("compvis/full_ckpt.safetensors")).items()
-                  if k.startswith("first_stage_model.")})
-    path = tmp_path_factory.mktemp("inpaint") / "sd2_inpaint.safetensors"
+    state = {}
+    for part in parts:
+        state.update(part)
+    path = folder / "model.safetensors"
     write_safetensors(state, path)
-    return LatentDiffusionPipeline.from_checkpoint(path, fixture_path("tasks/sd2_inpaint.yaml"))
+    return LatentDiffusionPipeline.from_checkpoint(path, fixture_path(f"tasks/{yaml}"))
+
+
+def first_stage(case):
+    """A module fixture's autoencoder weights as `first_stage_model.*` (the task fixtures reuse them)."""
+    return {f"first_stage_model.{k}": v for k, v in case_weights(fixture_path("compvis"), case).items()}
+
+
+@pytest.fixture(scope="module")
+def inpainting_pipe(tmp_path_factory):
+    """The 9-channel SD 2 inpainting model: sd2_v_ddim's weights with the inpainting input conv, and the
+    module fixtures' KL autoencoder."""
+    return assembled_pipe(tmp_path_factory.mktemp("inpaint"), "sd2_inpaint.yaml",
+                          load_file(fixture_path("tasks/sd2_v_ddim.safetensors")),
+                          load_file(fixture_path("tasks/sd2_inpaint_conv_in.safetensors")), first_stage("ae_kl"))
 
 
 def test_sd_inpainting_concat_and_guided_ddim(inpainting_pipe):
@@ -122,17 +134,9 @@ def test_sd_inpainting_concat_and_guided_ddim(inpainting_pipe):
 # the module fixtures' VQ-f4 autoencoder; DDIM 5 steps, unguided.)
 
 def concat_pipe(tmp_path, yaml, *extra):
-    """A checkpoint assembled as the generator did: the shared UNet, `extra` weight files over it, and
-    `compvis/ae_vq.safetensors` as first_stage_model.* (and cond_stage_model.* when it is the cond stage)."""
-    from ldm_jax.convert.checkpoint_files import write_safetensors
-
-    state = load_file(fixture_path("tasks/ldm_concat_unet.safetensors"))
-    for name in extra:
-        state.update(load_file(fixture_path(f"tasks/{name}")))
-    state.update({f"first_stage_model.{k}": v for k, v in load_file(fixture_path("compvis/ae_vq.safetensors")).items()})
-    path = tmp_path / "model.safetensors"
-    write_safetensors(state, path)
-    return LatentDiffusionPipeline.from_checkpoint(path, fixture_path(f"tasks/{yaml}"))
+    """The shared UNet, `extra` weight files of `tasks/` over it, and the module fixtures' VQ-f4 autoencoder."""
+    return assembled_pipe(tmp_path, yaml, load_file(fixture_path("tasks/ldm_concat_unet.safetensors")),
+                          *(load_file(fixture_path(f"tasks/{name}")) for name in extra), first_stage("ae_vq"))
 
 
 def check_concat_ddim(pipe, ref, concat):
