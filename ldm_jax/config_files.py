@@ -1,12 +1,20 @@
-"""Loading a `configs/*.py` file by path, as `path/to/config.py` or `path/to/config.py:arg`."""
+"""Config files and their command-line overrides, as Flax examples and big_vision launch them.
+
+A config is `path/to/config.py` (its `get_config()`) or `path/to/config.py:arg` (`get_config(arg)`,
+a named variant); `--config.a.b=value` (or `--config.a.b value`) sets one field, parsed and
+type-checked by `ml_collections.config_flags`.
+"""
 import ast
 import difflib
 import importlib.util
 import os
 import pathlib
+import re
 import types
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
 
 def load_config_module(path: str | os.PathLike) -> types.ModuleType:
@@ -29,50 +37,61 @@ def load_config(spec: str | os.PathLike) -> ml_collections.ConfigDict:
     return module.get_config(arg) if arg else module.get_config()
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
-    """`config` with each "dotted.field=value" set, as `--config.dotted.field=value` on a command line.
+def apply_overrides(config: ml_collections.ConfigDict, args: list[str]) -> ml_collections.ConfigDict:
+    """`config`, updated in place by the command-line arguments `args` ("--config.a.b=value", ...).
 
-    The value is parsed as a Python literal (numbers, True/False, None, lists, quoted strings) and
-    falls back to the plain string; it must fit the field's type. An unknown field fails with the
-    closest valid name.
+    `config_flags` parses them on a private FlagValues: "--config.a.b=v", "--config.a.b v", and for a
+    bool "--config.a.b" / "--noconfig.a.b". Before it runs, an unknown field fails with the closest
+    valid name; a value that does not parse fails with the field's type.
     """
-    for override in overrides:
-        dotted, separator, text = override.partition("=")
-        if not separator:
-            raise ValueError(f"--config.{override}: expected --config.<field>=<value>")
-        *parents, name = dotted.split(".")
-        section = config
-        for depth, part in enumerate(parents):
-            section = _child(section, part, ".".join(parents[:depth]))
-        _child(section, name, ".".join(parents))
-        value = _parse_value(text)
-        current = section[name]
-        if isinstance(current, bool) and not isinstance(value, bool) or (
-                isinstance(current, (int, float)) and not isinstance(current, bool)
-                and not isinstance(value, (int, float))):
-            raise ValueError(f"--config.{dotted}: expected {type(current).__name__}, got {text!r}")
-        if isinstance(current, float) and isinstance(value, int):
-            value = float(value)
-        if isinstance(current, str) and not isinstance(value, str):
-            value = text
-        with section.ignore_type():
-            section[name] = value
+    argv = ["ldm-jax", *args]
+    for arg in args:
+        if match := re.match(r"--?(?:no)?config\.([^=]+)", arg):
+            _field_type(config, match[1])
+    flag_values = flags.FlagValues()
+    # A ConfigDict, not a file: `train` adds its defaults between loading and the overrides. Unlocked, as loaded.
+    config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, lock_config=False, sys_argv=argv)
+    try:
+        unparsed = flag_values(argv)[1:]
+    except flags.IllegalFlagValueError as error:
+        # absl says "flag --config.a.b=value: why"; add the type the field holds.
+        path = re.match(r"flag --config\.([^=]+)=", str(error))
+        expected = f" (expected {_field_type(config, path[1]).__name__})" if path else ""
+        raise ValueError(f"{error}{expected}") from None
+    if unparsed:
+        raise ValueError(f"unrecognized arguments: {' '.join(unparsed)} (a bool field takes --config.<field>=false)")
     return config
 
 
-def _child(section, name: str, where: str):
-    if not isinstance(section, ml_collections.ConfigDict) or name not in section:
-        known = list(section.keys()) if isinstance(section, ml_collections.ConfigDict) else []
-        close = difflib.get_close_matches(name, known, n=1)
-        field = f"config.{where}.{name}" if where else f"config.{name}"
-        hint = f"; did you mean {field.rsplit('.', 1)[0]}.{close[0]}?" if close else ""
-        raise ValueError(f"--{field}: no such field{hint}")
-    return section[name]
+def _field_type(config: ml_collections.ConfigDict, path: str) -> type:
+    """The type of field `path` ("a.b") of `config`; ValueError naming the closest field if it has none."""
+    section = config
+    for depth, part in enumerate(path.split(".")):
+        if not isinstance(section, ml_collections.ConfigDict) or part not in section:
+            known = list(section.keys()) if isinstance(section, ml_collections.ConfigDict) else []
+            where = ".".join(["config", *path.split(".")[:depth]])
+            close = difflib.get_close_matches(part, known, n=1)
+            hint = f"; did you mean {where}.{close[0]}?" if close else ""
+            raise ValueError(f"--{where}.{part}: no such field{hint}")
+        holder, section = section, section[part]
+    return holder.get_type(part)
 
 
-def _parse_value(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        lowered = text.lower()
-        return {"true": True, "false": False, "none": None}.get(lowered, text)
+class _ListParser(flags.ArgumentParser):
+    """A list field from "[1, 2]" (or a tuple): config_flags parses tuples but not lists."""
+
+    def parse(self, argument):
+        try:
+            value = ast.literal_eval(argument) if isinstance(argument, str) else argument
+        except SyntaxError as error:  # absl reports ValueErrors as a bad flag value
+            raise ValueError(error.msg) from None
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{argument!r} is not a list literal")
+        return list(value)
+
+    def flag_type(self):
+        return "list"
+
+
+# ch_mult, attention_resolutions, prompts: our configs hold lists, which the ecosystem's configs do not.
+config_flags.register_flag_parser_for_type(list, _ListParser())

@@ -28,7 +28,6 @@ EXAMPLES = """examples:
       --inception-weights pt_inception-2015-12-05-6726825d.pth --out eval/cin256
 Each command's --help says more, with examples.
 """
-OVERRIDE_PREFIX = "--config."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,15 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     for module in (checkpoint, sample, data, train, demo, evaluate):
         module.add(commands)
 
-    # `train` and `demo` also take `--config.<dotted.field>=<value>` overrides, which argparse cannot list.
+    # `train` and `demo` hand what argparse does not know (`--config.<field>=<value>` overrides, which
+    # argparse cannot list) to ml_collections.config_flags, which says what it does not accept.
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # taken before or after the command
     args, extra = parser.parse_known_args([arg for arg in argv if arg != "--debug"])
-    overrides = [arg for arg in extra if arg.startswith(OVERRIDE_PREFIX)]
-    takes_overrides = getattr(args, "takes_overrides", False)
-    if len(overrides) != len(extra) or (overrides and not takes_overrides):
-        parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in overrides or not takes_overrides)}")
-    args.overrides = [arg[len(OVERRIDE_PREFIX):] for arg in overrides]
+    if extra and not getattr(args, "takes_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
     try:
         return args.run(args)
     except Exception as error:  # a bad input ends in its message, like argparse's own errors

@@ -14,7 +14,7 @@ def add(commands) -> None:
         "train", help="train an autoencoder or a latent diffusion model from a config",
         description="Trains the model of a configs/*.py file (stage 1 when it holds only a first stage, stage 2 "
                     "with a UNet) in --workdir: checkpoints, metrics.jsonl and image grids go there. Any config "
-                    "field can be set with --config.<field>=<value>.",
+                    "field can be set with --config.<field>=<value> (ml_collections.config_flags).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--config", required=True, help="configs/<experiment>.py, or path.py:variant")
     train.add_argument("--workdir", required=True, help="where checkpoints, metrics and images are written")

@@ -68,14 +68,14 @@ def test_non_finite_steps_keep_the_state_and_are_counted():
 
 def test_overrides_set_typed_fields_and_name_unknown_ones():
     config = with_training_defaults(load_config(f"{CONFIG}:ldm_tiny"))
-    apply_overrides(config, ["train.num_steps=7", "train.global_batch_size=4", "optimizer.learning_rate=1e-3",
-                             "data.flip=true", "seed=3"])
+    apply_overrides(config, ["--config.train.num_steps=7", "--config.train.global_batch_size=4",
+                             "--config.optimizer.learning_rate=1e-3", "--config.data.flip=true", "--config.seed=3"])
     assert (config.train.num_steps, config.optimizer.learning_rate, config.data.flip, config.seed) == (7, 1e-3, True, 3)
     assert config.data.batch_size == 4  # follows train.global_batch_size
     with pytest.raises(ValueError, match="config.train.num_step: no such field; did you mean config.train.num_steps"):
-        apply_overrides(config, ["train.num_step=3"])
-    with pytest.raises(ValueError, match="config.train.num_steps: expected int"):
-        apply_overrides(config, ["train.num_steps=many"])
+        apply_overrides(config, ["--config.train.num_step=3"])
+    with pytest.raises(ValueError, match=r"--config.train.num_steps=many: .* \(expected int\)"):
+        apply_overrides(config, ["--config.train.num_steps=many"])
 
 
 def test_validation_names_every_bad_field():
