@@ -10,7 +10,8 @@ EXAMPLES = """examples:
       --vgg16-weights vgg16-397923af.pth --out eval/cin256
   text-to-image:  ldm-jax evaluate --checkpoint sd-v1-4.ckpt --tokenizer clip-vit-large-patch14/ \\
       --prompts coco_captions.txt --guidance-scale 7.5 --num-samples 30000 --data /data/coco_val \\
-      --inception-weights pt_inception-2015-12-05-6726825d.pth --out eval/sd
+      --inception-weights pt_inception-2015-12-05-6726825d.pth --metrics fid,clip_score \\
+      --clip-weights clip-vit-large-patch14/model.safetensors --out eval/sd
   autoencoder (Tab. 8):  ldm-jax evaluate --checkpoint kl-f8.ckpt --config configs/kl_f8.py \\
       --data /data/imagenet_val --num-samples 50000 --inception-weights pt_inception-2015-12-05-6726825d.pth \\
       --lpips-vgg16-weights vgg16-397923af.pth --lpips-linear-weights vgg.pth --out eval/kl_f8
@@ -32,14 +33,15 @@ scores a finished evaluation's samples again (e.g. against another --data).
 
 def add(commands) -> None:
     evaluate = commands.add_parser(
-        "evaluate", help="sample a checkpoint (or read images) and compute FID, IS, precision/recall, PSNR, SSIM",
+        "evaluate", help="sample a checkpoint (or read images) and compute FID, IS, precision/recall, PSNR, SSIM, "
+                         "CLIP score",
         description="Draws --num-samples images from a diffusion checkpoint with the stated sampler, steps, eta and "
                     "guidance (a super-resolution model upscales the x4-downsampled images of --data, an inpainting "
                     "model fills them under fixed evaluation masks; an autoencoder reconstructs --data; or reads "
-                    "--samples), computes the metrics "
-                    "against --reference-stats or --data, and writes --out/results.json with every setting, the "
-                    "metric values, the software versions, the device and the wall time. Samples are written "
-                    "batch by batch to --out/samples/, so a stopped run continues where it ended.",
+                    "--samples), computes the metrics against --reference-stats or --data (the CLIP score against "
+                    "each sample's prompt), and writes --out/results.json with every setting, the metric values, the "
+                    "software versions, the device and the wall time. Samples are written batch by batch to "
+                    "--out/samples/, so a stopped run continues where it ended.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = evaluate.add_argument
     add("--out", required=True, help="the output folder: results.json, settings.json, samples/, cache/")
@@ -84,10 +86,17 @@ def add(commands) -> None:
     metrics.add_argument("--inception-weights", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
     metrics.add_argument("--feature-net-steps", type=int, default=400, help="training steps of the builtin features")
     metrics.add_argument("--metrics", type=_names, help="comma-separated: fid,is,precision_recall,psnr,ssim,lpips,"
-                                                        "r_fid (default: every one that applies)")
+                                                        "r_fid,clip_score (default: every one that applies)")
     metrics.add_argument("--vgg16-weights", help="torchvision's vgg16-397923af.pth: precision/recall on VGG-16 fc2")
     metrics.add_argument("--lpips-vgg16-weights", help="LPIPS: torchvision's vgg16-397923af.pth")
     metrics.add_argument("--lpips-linear-weights", help="LPIPS: lpips v0.1 vgg.pth (the linear heads)")
+    metrics.add_argument("--clip-weights", help="clip_score: a CLIP checkpoint file, transformers' CLIPModel "
+                                                "(openai/clip-vit-large-patch14 model.safetensors) or open_clip's "
+                                                "(ViT-H-14 laion2b open_clip_model.safetensors); heads and activation "
+                                                "from the config.json / open_clip_config.json beside it")
+    metrics.add_argument("--clip-tokenizer", help="clip_score: the folder of the CLIP vocabulary (vocab.json + "
+                                                  "merges.txt or bpe_simple_vocab_16e6.txt.gz; default: the folder "
+                                                  "of --clip-weights)")
     add("--cache-dir", help="where the builtin feature net and reference statistics are cached (default: "
                             "--out/cache); evaluations may share one")
     add("--no-progress", action="store_true", help="no progress bars")

@@ -6,7 +6,8 @@
 
 The feature networks (the FID Inception-v3 in `ldm_jax.models.inception`, VGG-16 fc2 in
 `precision_recall`), the streaming, sharded extraction and the statistics files (`features`) and the
-per-image metrics (`image_metrics`) live in their own modules. The two functions above shadow the
+per-image metrics (`image_metrics`) and the CLIP score (`clip_score`, with the CLIP towers of
+`ldm_jax.models.clip_vision` / `open_clip_text`) live in their own modules. The two functions above shadow the
 modules of the same name as package attributes: import other names from those modules with
 `from ... import`, e.g. `from ldm_jax.evaluation.precision_recall import VGG16Fc2`.
 """

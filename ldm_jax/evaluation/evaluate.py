@@ -9,7 +9,7 @@
 What is scored:
 - a diffusion checkpoint: `num_samples` samples (`image_sources.diffusion_sampler`), written batch by
   batch to DIR/samples/ (`sample_store`: a stopped run continues with the missing batches and gives
-  the samples of an uninterrupted one); metrics fid, is, precision_recall;
+  the samples of an uninterrupted one); metrics fid, is, precision_recall, and clip_score for text models;
 - a super-resolution or LDM inpainting checkpoint: its output for each of the first `num_samples`
   images of `data` (default: all of them, at most 50,000), in order (`image_sources.super_resolver`:
   the target downsampled by the model's factor and upscaled back; `image_sources.inpainter`: the
@@ -18,7 +18,8 @@ What is scored:
   originals themselves, or `reference_stats`), is, precision_recall, and psnr, ssim, lpips of each
   output against its original (Tab. 5: FID, IS, PSNR, SSIM; Tab. 7: FID, LPIPS);
 - `samples`: a folder of images or an ADM `.npz` generated elsewhere, or the samples/ folder of an
-  earlier evaluation (scored again, e.g. against another reference); the same metrics;
+  earlier evaluation (scored again, e.g. against another reference); the same metrics (clip_score with
+  `prompts`);
 - an autoencoder checkpoint (a first stage alone): the first `num_samples` images of `data`,
   reconstructed (also into DIR/samples/); metrics psnr, ssim, lpips (mean and std over the images,
   as Tab. 8) and r_fid, the FID of the reconstructions against their originals.
@@ -40,9 +41,13 @@ and feature network (results.json names it: pass it as `reference_stats` later).
 accumulated batch by batch (`features.summarize`); only IS logits and precision/recall features are
 kept whole.
 
+CLIP score (`clip_score`): 100 * max(cos(CLIP image embedding, prompt embedding), 0) averaged over the
+samples of a text model (or `samples` with `prompts`), with the CLIP model of `clip_weights`.
+
 results.json: {"settings", "model", "metrics", "num_samples", "num_reference", "reference_file",
-"versions", "wall_time_s", "device", "complete", "batches_resumed"}; metrics are flat numbers: fid,
-is, is_std, precision, recall, psnr, psnr_std, ssim, ssim_std, lpips, lpips_std, r_fid. Evaluation
+"versions", "wall_time_s", "device", "complete", "batches_resumed"}, and "clip_model" (its layout and
+sizes) with clip_score; metrics are flat numbers: fid, is, is_std, precision, recall, psnr, psnr_std,
+ssim, ssim_std, lpips, lpips_std, r_fid, clip_score, clip_score_std. Evaluation
 runs in one process (its local devices); `wall_time_s` is this run's, resumed batches not included.
 
 This module runs the evaluation; the parts live beside it: `settings` (EvaluationSettings, checked
@@ -61,6 +66,7 @@ import jax
 
 import ldm_jax
 from ldm_jax.evaluation import features, image_sources, sample_store
+from ldm_jax.evaluation.clip_score import clip_metrics
 from ldm_jax.evaluation.scoring import per_image_metrics, resolve_metrics, score
 # The settings' names are part of this module's interface: `from ldm_jax.evaluation.evaluate import ...`.
 from ldm_jax.evaluation.settings import FEATURES, METRICS, EvaluationSettings, SettingsError
@@ -101,7 +107,8 @@ def evaluate(settings: EvaluationSettings, out_dir: str | os.PathLike, *, progre
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     source = open_source(settings)
-    metrics = resolve_metrics(settings, source.kind, source.num_samples, paired=source.paired)
+    metrics = resolve_metrics(settings, source.kind, source.num_samples, paired=source.paired,
+                              prompted=source.prompts is not None)
     sample_store.check_settings(out_dir, source.record)
     store = None
     if source.kind != "samples":
@@ -112,11 +119,19 @@ def evaluate(settings: EvaluationSettings, out_dir: str | os.PathLike, *, progre
             return {"settings": source.record, "complete": False, "num_batches": store.num_batches,
                     "batches_done": store.num_batches - missing, "wall_time_s": time.perf_counter() - started}
     cache = pathlib.Path(settings.cache_dir).expanduser() if settings.cache_dir else out_dir / CACHE_FOLDER
-    batches = store.batches() if store else image_sources.sample_batches(
-        settings.samples, source.num_samples, source.image_size, settings.batch_size)
-    values, reference = score(settings, source, batches, metrics, cache, progress)
+
+    def batches():
+        return store.batches() if store else image_sources.sample_batches(
+            settings.samples, source.num_samples, source.image_size, settings.batch_size)
+
+    values, reference = score(settings, source, batches(), metrics, cache, progress)
     if source.paired:
         values.update(per_image_metrics(settings, source, store, metrics, progress))
+    clip_model = None
+    if "clip_score" in metrics:   # a second pass over the stored samples, through the CLIP image tower
+        clip_values, clip_model = clip_metrics(settings, source.prompts, batches(),
+                                               -(-source.num_samples // settings.batch_size), progress)
+        values.update(clip_values)
     resolved = {**dataclasses.asdict(settings), "num_samples": source.num_samples, "image_size": source.image_size,
                 "num_reference": reference.count, "metrics": list(metrics)}
     results = {"settings": resolved, "model": {"kind": source.kind, "conditioning": source.conditioning},
@@ -124,6 +139,8 @@ def evaluate(settings: EvaluationSettings, out_dir: str | os.PathLike, *, progre
                "num_reference": reference.count, "reference_file": reference.file, "versions": versions(),
                "wall_time_s": time.perf_counter() - started, "device": device_description(), "complete": True,
                "batches_resumed": done_before if store else 0}
+    if clip_model:
+        results["clip_model"] = clip_model
     text = json.dumps(results, indent=2)
     features.atomic_write(out_dir / RESULTS_FILE, lambda file: file.write(text.encode()))
     return results

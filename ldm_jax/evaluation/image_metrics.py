@@ -1,4 +1,4 @@
-"""Per-image reconstruction metrics of the paper's autoencoder table (Tab. 8): PSNR, SSIM, LPIPS; and CLIP score.
+"""Per-image reconstruction metrics of the paper's autoencoder table (Tab. 8): PSNR, SSIM, LPIPS.
 
 Tab. 8 reports each as mean ± std over the ImageNet-val images, so every function here returns one
 value per image pair (N,) and the caller aggregates. Images are NHWC, uint8 in [0, 255] or float in
@@ -11,8 +11,7 @@ the saved-image protocol).
   an 11-tap Gaussian window (sigma 1.5, truncated at 3.5 sigma), K1 = 0.01, K2 = 0.03, the SSIM map
   averaged over the pixels whose window lies inside the image and over the channels.
 - LPIPS through `ldm_jax.models.lpips.LPIPS` (VGG, v0.1).
-- CLIP score = max(100 cos(image embedding, text embedding), 0), once a CLIP image tower gives the
-  image embeddings.
+The CLIP score is in `clip_score`.
 """
 import flax.linen as nn
 import jax
@@ -89,18 +88,3 @@ def lpips_distances(params, images_a, images_b, module: nn.Module | None = None)
     """LPIPS (VGG, v0.1) of each image pair, (N,); `params` from `ldm_jax.convert.lpips_weights`."""
     module = module or lpips.LPIPS()
     return module.apply({"params": params}, _to_signed(images_a), _to_signed(images_b))
-
-
-def clip_score(image_embeddings, text_embeddings, scale: float = 100.0) -> jax.Array:
-    """max(scale * cos(image, text), 0) of each embedding pair (N, D) x (N, D), (N,)."""
-    image_embeddings, text_embeddings = jnp.asarray(image_embeddings), jnp.asarray(text_embeddings)
-    if image_embeddings.shape != text_embeddings.shape or image_embeddings.ndim != 2:
-        raise ValueError(f"CLIP score pairs (N, D) embeddings, got {image_embeddings.shape} and "
-                         f"{text_embeddings.shape}")
-
-    def unit(x):
-        return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
-
-    cosine = jnp.sum(unit(image_embeddings.astype(jnp.float32)) * unit(text_embeddings.astype(jnp.float32)), -1)
-    return jnp.maximum(scale * cosine, 0.0)
-

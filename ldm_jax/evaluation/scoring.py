@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from ldm_jax.data.config import default_data_config, pipeline_from_config
 from ldm_jax.data.synthetic import SyntheticShapes
 from ldm_jax.evaluation import feature_net, features, fid, image_metrics, image_sources, sample_store
+from ldm_jax.evaluation.clip_score import clip_score_problem
 from ldm_jax.evaluation.inception_score import inception_score
 from ldm_jax.evaluation.precision_recall import NEIGHBOURHOOD, VGG16Fc2, load_vgg16_params, precision_recall
 from ldm_jax.evaluation.settings import (GENERATED_METRICS, METRICS, RECONSTRUCTION_METRICS, EvaluationSettings,
@@ -38,12 +39,13 @@ FEATURE_NET_RECORDS = 4096
 # Which metrics.
 
 
-def resolve_metrics(settings: EvaluationSettings, kind: str, num_samples: int, *, paired: bool = False
-                    ) -> tuple[str, ...]:
+def resolve_metrics(settings: EvaluationSettings, kind: str, num_samples: int, *, paired: bool = False,
+                    prompted: bool = False) -> tuple[str, ...]:
     """The metrics to compute: those asked for (each checked to apply), else every one that applies.
 
     `paired`: a diffusion model's samples are its outputs for the images of `data` (super-resolution,
     inpainting), so psnr, ssim and lpips against those images apply besides the generated metrics.
+    `prompted`: each sample has a prompt (a text model's, or `prompts` for `samples`): clip_score applies.
     Reasons are `Problem` texts: they name settings as {field}.
     """
     lpips_reason = None if settings.lpips_vgg16_weights else (
@@ -64,6 +66,7 @@ def resolve_metrics(settings: EvaluationSettings, kind: str, num_samples: int, *
                    "needs reference images: {data} (or an ADM reference batch with arr_0 as {reference_stats})"}
         if num_samples <= NEIGHBOURHOOD:
             reasons["precision_recall"] = f"needs more than {NEIGHBOURHOOD} samples, got {num_samples}"
+        reasons["clip_score"] = clip_score_problem(settings, kind, prompted)
         if paired:
             reasons["lpips"] = lpips_reason
             wrong = {"r_fid": "is the FID of an autoencoder's reconstructions; a model's outputs for {data} are "

@@ -12,8 +12,8 @@ from ldm_jax import hub
 from ldm_jax.diffusion.sampling import SAMPLERS
 from ldm_jax.evaluation import image_sources
 
-METRICS = ("fid", "is", "precision_recall", "psnr", "ssim", "lpips", "r_fid")
-GENERATED_METRICS = ("fid", "is", "precision_recall")
+METRICS = ("fid", "is", "precision_recall", "psnr", "ssim", "lpips", "r_fid", "clip_score")
+GENERATED_METRICS = ("fid", "is", "precision_recall", "clip_score")
 RECONSTRUCTION_METRICS = ("psnr", "ssim", "lpips", "r_fid")
 FEATURES = ("inception", "builtin")
 
@@ -75,6 +75,8 @@ class EvaluationSettings:
     vgg16_weights: str | None = None
     lpips_vgg16_weights: str | None = None
     lpips_linear_weights: str | None = None
+    clip_weights: str | None = None       # clip_score: a transformers CLIPModel or open_clip checkpoint file
+    clip_tokenizer: str | None = None     # its vocabulary files (default: the folder of clip_weights)
     cache_dir: str | None = None          # the feature net and reference statistics (default: DIR/cache)
 
     def __post_init__(self):
@@ -90,7 +92,8 @@ class EvaluationSettings:
         """Raises SettingsError naming every file setting whose file does not exist."""
         problems = [Problem("{" + name + "} {path!r} does not exist", {"path": getattr(self, name)})
                     for name in ("samples", "prompts", "reference_stats", "inception_weights", "vgg16_weights",
-                                 "lpips_vgg16_weights", "lpips_linear_weights", "tokenizer")
+                                 "lpips_vgg16_weights", "lpips_linear_weights", "tokenizer", "clip_weights",
+                                 "clip_tokenizer")
                     if getattr(self, name) and not os.path.exists(os.path.expanduser(getattr(self, name)))]
         if self.checkpoint and not self.checkpoint.startswith(hub.SCHEME) and not os.path.isfile(self.checkpoint):
             problems.append(Problem("{checkpoint} {path!r} does not exist", {"path": self.checkpoint}))

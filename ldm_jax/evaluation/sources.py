@@ -29,6 +29,8 @@ class Source:
     # Autoencoder, super-resolution, inpainting: (batch index, uint8 originals of `data`) -> uint8 outputs,
     # each compared with its original (psnr, ssim, lpips).
     from_data: Callable[[int, np.ndarray], np.ndarray] | None = None
+    # Sample j's prompt is prompts[j % len(prompts)] (text models; --samples with --prompts): clip_score.
+    prompts: list[str] | None = None
 
     @property
     def paired(self) -> bool:
@@ -46,7 +48,8 @@ def open_source(settings: EvaluationSettings) -> Source:
         image_size = settings.image_size or side
         return Source("samples", num_samples, image_size,
                       {"source": "samples", "samples": recorded_path(settings.samples), "num_samples": num_samples,
-                       "image_size": image_size})
+                       "image_size": image_size},
+                      prompts=image_sources.read_prompts(settings.prompts) if settings.prompts else None)
     from ldm_jax.convert import compvis
     from ldm_jax.inference.pipeline import LatentDiffusionPipeline
 
@@ -86,7 +89,7 @@ def open_source(settings: EvaluationSettings) -> Source:
                                            guidance_scale=settings.guidance_scale, seed=settings.seed,
                                            image_size=image_size, batch_size=settings.batch_size, prompts=prompts,
                                            tokenizer=settings.tokenizer)
-    return Source("diffusion", num_samples, image_size, record, conditioning=conditioning, draw=draw)
+    return Source("diffusion", num_samples, image_size, record, conditioning=conditioning, draw=draw, prompts=prompts)
 
 
 def _autoencoder_source(settings: EvaluationSettings, config, variables, common: dict) -> Source:

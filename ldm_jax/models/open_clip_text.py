@@ -31,29 +31,32 @@ TEXT_TOWERS = {
 }
 
 
-def _raw_param(module: nn.Module, name: str, shape, axes, init=nn.initializers.normal(0.02)):
+def raw_param(module: nn.Module, name: str, shape, axes, init=nn.initializers.normal(0.02)):
+    """A parameter stored as the reference stores it (no kernel transpose), with logical axes."""
     return module.param(name, nn.with_logical_partitioning(init, axes), shape, module.param_dtype)
 
 
 class MultiheadSelfAttention(nn.Module):
-    """torch.nn.MultiheadAttention on itself: fused (3*width, width) in-projection, then `out_proj`."""
+    """torch.nn.MultiheadAttention on itself: fused (3*width, width) in-projection, then `out_proj`.
+    Causal in the text tower, not in the image tower (`clip_vision`)."""
     width: int
     heads: int
+    causal: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         # Stored as the reference stores them: (out, in) rows q, k, v stacked; x @ W^T + b.
-        weight = _raw_param(self, "in_proj_weight", (3 * self.width, self.width), (layers.MLP, layers.EMBED),
-                            nn.initializers.xavier_uniform())
-        bias = _raw_param(self, "in_proj_bias", (3 * self.width,), (layers.MLP,), nn.initializers.zeros_init())
+        weight = raw_param(self, "in_proj_weight", (3 * self.width, self.width), (layers.MLP, layers.EMBED),
+                           nn.initializers.xavier_uniform())
+        bias = raw_param(self, "in_proj_bias", (3 * self.width,), (layers.MLP,), nn.initializers.zeros_init())
         x = x.astype(self.dtype)
         qkv = jnp.einsum("bld,ed->ble", x, weight.astype(self.dtype), precision="highest")
         qkv = qkv + bias.astype(self.dtype)
         split = lambda t: t.reshape(*x.shape[:2], self.heads, self.width // self.heads)
         q, k, v = (split(t) for t in jnp.split(qkv, 3, axis=-1))
-        out = attend(q, k, v, is_causal=True).reshape(x.shape)
+        out = attend(q, k, v, is_causal=self.causal).reshape(x.shape)
         return layers.dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype, name="out_proj")(out)
 
 
@@ -78,13 +81,14 @@ class ResidualAttentionBlock(nn.Module):
     heads: int
     mlp_ratio: float = 4.0
     quick_gelu: bool = False
+    causal: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        attn = MultiheadSelfAttention(self.width, self.heads, name="attn", **kw)
+        attn = MultiheadSelfAttention(self.width, self.heads, self.causal, name="attn", **kw)
         x = x + attn(layers.layer_norm(name="ln_1", **kw)(x))
         mlp = Mlp(self.width, int(self.width * self.mlp_ratio), self.quick_gelu, name="mlp", **kw)
         return x + mlp(layers.layer_norm(name="ln_2", **kw)(x))
@@ -96,6 +100,7 @@ class Transformer(nn.Module):
     heads: int
     mlp_ratio: float = 4.0
     quick_gelu: bool = False
+    causal: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -103,8 +108,9 @@ class Transformer(nn.Module):
     def __call__(self, x, num_run: int):
         hidden_states = [x]
         for i in range(num_run):
-            x = ResidualAttentionBlock(self.width, self.heads, self.mlp_ratio, self.quick_gelu, dtype=self.dtype,
-                                       param_dtype=self.param_dtype, name=layers.indexed("resblocks", i))(x)
+            x = ResidualAttentionBlock(self.width, self.heads, self.mlp_ratio, self.quick_gelu, self.causal,
+                                       dtype=self.dtype, param_dtype=self.param_dtype,
+                                       name=layers.indexed("resblocks", i))(x)
             hidden_states.append(x)
         return hidden_states
 
@@ -135,13 +141,13 @@ class OpenCLIPTextModel(nn.Module):
             raise ValueError(f"text must be (batch, length <= {self.context_length}) token ids, got {text.shape}")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = layers.embed(self.vocab_size, self.width, name="token_embedding", **kw)(text)
-        positions = _raw_param(self, "positional_embedding", (self.context_length, self.width),
-                               (None, layers.EMBED), nn.initializers.normal(0.01))
+        positions = raw_param(self, "positional_embedding", (self.context_length, self.width),
+                              (None, layers.EMBED), nn.initializers.normal(0.01))
         x = x + positions[: text.shape[1]].astype(self.dtype)
         transformer = Transformer(self.width, self.heads, self.mlp_ratio, self.quick_gelu, name="transformer", **kw)
         ln_final = layers.layer_norm(name="ln_final", **kw)
-        projection = _raw_param(self, "text_projection", (self.width, self.embed_dim), (layers.EMBED, layers.MLP),
-                                nn.initializers.normal(self.width ** -0.5))
+        projection = raw_param(self, "text_projection", (self.width, self.embed_dim), (layers.EMBED, layers.MLP),
+                               nn.initializers.normal(self.width ** -0.5))
         needed = self.layers - (1 if self.layer == "penultimate" else 0)
         # Blocks past the requested layer are skipped, except at init (which must create them all)
         # and for the pooled embedding, which open_clip takes after every block.

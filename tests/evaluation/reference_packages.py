@@ -14,6 +14,10 @@ torch-fidelity==0.4.0`) with the torchvision-bound modules stood in for while it
   resize, normalisation and FIDInception* forwards; its weight download is replaced by a given
   state dict. `fid_score.calculate_frechet_distance` is the package's own numpy/scipy code.
 
+- open_clip (`pip install --no-deps open-clip-torch==3.3.0`, for the CLIP towers): its package
+  `__init__` is skipped and `torchvision.ops.misc` (imported by `open_clip.utils` for a BatchNorm
+  helper the ViTs never use) is a stub; `open_clip.transformer` is the package's own.
+
 When a package is not installed the tests that need it are skipped.
 """
 import contextlib
@@ -28,10 +32,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
-def _require(package: str):
+def _require(package: str, install: str = "pytorch-fid==0.3.0 torch-fidelity==0.4.0"):
     spec = importlib.util.find_spec(package)
     if spec is None:
-        pytest.skip(f"{package} is not installed (pip install --no-deps pytorch-fid==0.3.0 torch-fidelity==0.4.0)")
+        pytest.skip(f"{package} is not installed (pip install --no-deps {install})")
     return spec
 
 
@@ -60,10 +64,10 @@ def _stand_ins(modules: dict[str, types.ModuleType], loaded_prefixes: tuple[str,
                 sys.modules[name] = module
 
 
-def _package_shell(name: str) -> types.ModuleType:
+def _package_shell(name: str, spec=None) -> types.ModuleType:
     """The package `name` as a namespace for its submodules, without running its `__init__`."""
     shell = types.ModuleType(name)
-    shell.__path__ = list(_require(name).submodule_search_locations)
+    shell.__path__ = list((spec or _require(name)).submodule_search_locations)
     return shell
 
 
@@ -138,3 +142,15 @@ def pytorch_fid_inception(state_dict: dict) -> torch.nn.Module:
     inception.load_state_dict_from_url = lambda url, progress=True: state_dict
     model = inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
     return model.eval()
+
+
+@functools.lru_cache(maxsize=None)
+def open_clip_transformer() -> types.ModuleType:
+    """open_clip's `transformer` module (VisionTransformer, TextTransformer), loaded without torchvision."""
+    spec = _require("open_clip", "open-clip-torch==3.3.0")
+    misc = types.ModuleType("torchvision.ops.misc")
+    misc.FrozenBatchNorm2d = type("FrozenBatchNorm2d", (torch.nn.Module,), {})
+    stand_ins = {"torchvision": types.ModuleType("torchvision"), "torchvision.ops": types.ModuleType("torchvision.ops"),
+                 "torchvision.ops.misc": misc, "open_clip": _package_shell("open_clip", spec)}
+    with _stand_ins(stand_ins, ("open_clip",)):
+        return importlib.import_module("open_clip.transformer")
