@@ -61,7 +61,9 @@ def test_tiny_demo_writes_the_whole_output_folder(tmp_path):
     adherence = metrics["prompt_adherence"]
     assert set(adherence) == {"ldm", "ldm_guidance_1", "ldm_unconditional", "pixel", "ldm_captions"}
     assert all(0.0 <= row["accuracy"] <= 1.0 for row in adherence.values())
-    assert set(metrics["sample_quality"]["fid"]) == {"ldm", "pixel", "real_train"}
+    quality = metrics["sample_quality"]
+    assert set(quality["fid"]) == {"ldm", "pixel", "real_train"}
+    assert set(quality["adherence"]) == {"ldm", "ldm_guidance_1", "ldm_unconditional", "pixel"}
     for name in ("reconstructions.png", "samples_ldm.png", "samples_pixel.png", "vocab.txt", "report.md",
                  "ldm/model.safetensors", "pixel/model.safetensors", "autoencoder/first_stage.safetensors"):
         assert (out / name).exists(), name
@@ -69,9 +71,11 @@ def test_tiny_demo_writes_the_whole_output_folder(tmp_path):
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {line["stage"] for line in lines} == {"autoencoder", "ldm", "pixel", "evaluation"}
     markdown = (out / "report.md").read_text()
-    for heading in ("## Reconstruction", "## Prompt adherence", "## Sample quality", "## Targets"):
+    for heading in ("## Reconstruction", "## Prompt adherence (the built-in", "## Prompt adherence and sample quality",
+                    "## Targets"):
         assert heading in markdown
     # Determinism: a second run from scratch with the same seed reports the same numbers.
     again = tmp_path / "again"
     assert cli.main(["demo", "--out", str(again), "--config", "configs/demo.py:tiny", "--no-progress"]) == 0
     assert json.loads((again / "report.json").read_text())["metrics"] == metrics
+

@@ -15,12 +15,15 @@ then read it with ldm_jax.data.arrayrecord.tfds_source("pets", data_dir="~/tenso
 
 CACHE_EXAMPLES = """examples:
   ldm-jax data cache-latents --checkpoint kl-f8.ckpt --config configs/kl_f8.py \\
-      --dataset folder --data-dir /data/ffhq --image-size 256 --out /data/ffhq-latents
+      --dataset folder --data-dir /data/lsun/churches --image-size 256 --out /data/churches-latents
   ldm-jax data cache-latents --checkpoint sd-v1-4.ckpt --config configs/sd_v1.py --dataset tar \\
       --shards '/data/laion/{00000..00099}.tar' --image-size 512 --embed-captions \\
       --tokenizer clip-vit-large-patch14/ --embedding-dtype float16 --out /data/laion-latents
 
-then train on LatentCacheSource("/data/ffhq-latents") instead of the images."""
+then train from the cache instead of the images (the encoder never runs; --config.data.image_size must
+be the one the cache was written at, and random_crop / flip off):
+  ldm-jax train --config configs/lsun_churches_ldm_kl8.py --workdir /ckpt/churches \\
+      --config.data.name=latent_cache --config.data.data_dir=/data/churches-latents --config.data.flip=false"""
 
 
 def add(commands) -> None:
@@ -119,7 +122,8 @@ def _add_cache_latents(commands) -> None:
                         help="a first-stage or LDM checkpoint (.ckpt / .safetensors) holding the autoencoder")
     parser.add_argument("--config", help="its reference YAML or one of configs/*.py (default: the YAML beside it)")
     parser.add_argument("--out", required=True, help="the folder to write the cache to (must not hold one)")
-    parser.add_argument("--dataset", default="builtin", help="builtin, folder, tar or tfds (as config.data.name)")
+    parser.add_argument("--dataset", default="builtin", choices=("builtin", "folder", "tar", "tfds"),
+                        help="the images to encode (as config.data.name; default: builtin)")
     parser.add_argument("--data-dir", default="", help="folder: the image root; tfds: the TFDS data_dir")
     parser.add_argument("--tfds-name", default="", help="tfds: the prepared dataset's name")
     parser.add_argument("--shards", default="", help="tar: shard paths, brace patterns or globs")

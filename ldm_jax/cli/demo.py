@@ -4,7 +4,7 @@ import argparse
 EXAMPLES = """examples:
   ldm-jax demo --out out                                      # the built-in default: ~23 min on 2 CPU cores
   ldm-jax demo --out out --config configs/demo.py:large       # 64x64, longer runs (for an accelerator)
-  ldm-jax demo --out out --data-dir /data/captioned_images    # your images, <stem>.txt captions beside them
+  ldm-jax demo --out out --data-dir /data/my_images           # your images: class sub-folders and / or captions
   ldm-jax demo --out out --config.ldm.train.num_steps=3000    # any field of ldm_jax/demo/config.py
 A rerun with the same --out continues: finished stages are not trained again.
 """
@@ -20,8 +20,9 @@ def add(commands) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--out", required=True, help="the output folder")
     demo.add_argument("--config", help="a demo config, path.py[:variant] (default: the built-in ldm_jax/demo/config.py)")
-    demo.add_argument("--data-dir", help="train on this image folder instead of the built-in dataset "
-                                         "(captions from <stem>.txt; class sub-folders give the feature net labels)")
+    demo.add_argument("--data-dir", help="train on this image folder instead of the built-in dataset: class "
+                                         "sub-folders (their names are the prompts) and / or a <stem>.txt caption "
+                                         "beside each image; checked before training, 10%% of each class held out")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(run=_demo, takes_overrides=True)
 

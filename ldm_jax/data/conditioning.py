@@ -23,6 +23,7 @@ import numpy as np
 from ldm_jax import images as image_io
 from ldm_jax import layout
 from ldm_jax.data import degradations, masks
+from ldm_jax.data.folder import class_prompt
 from ldm_jax.data.records import BadRecord
 from ldm_jax.models.tokenizers import TextTokenizer
 
@@ -79,8 +80,13 @@ def tokenize_captions(captions: str | Sequence[str], tokenizer: TextTokenizer) -
     return np.asarray(tokenizer(captions), np.int32)
 
 
-def caption_example(example: Mapping, tokenizer: TextTokenizer) -> dict:
-    """The example plus "caption_tokens" (int32, (tokenizer.max_length,)) from its "caption"."""
+def caption_example(example: Mapping, tokenizer: TextTokenizer, rng: np.random.Generator | None = None,
+                    class_caption_probability: float = 0.0) -> dict:
+    """The example plus "caption_tokens" (int32, (tokenizer.max_length,)) from its "caption", or, with
+    probability `class_caption_probability`, from its class folder's name (`class_prompt`): so a model
+    of a labelled folder learns the class names as prompts (all it has when there are no captions)."""
+    if class_caption_probability and (class_caption_probability >= 1 or rng.random() < class_caption_probability):
+        example = {**example, "caption": class_prompt(_field(example, "class_name"))}
     caption = _field(example, "caption")
     if not isinstance(caption, str):
         raise BadRecord(_key(example), f"'caption' must be a str, got {type(caption).__name__}")

@@ -7,10 +7,13 @@
     pipeline = pipeline_from_config(config.data)
 
 Datasets (`name`): "builtin" (the synthetic coloured shapes, nothing to download), "folder" (an
-image folder, class sub-folders as labels, caption sidecars), "tar" (webdataset tar shards) and
-"tfds" (a prepared TFDS ArrayRecord dataset). Every example holds "key", "image" (float32 (S, S, 3)
-in [-1, 1]) and the record's "label" / "caption" / "segmentation" / "boxes"; the task adds the
-inputs its model is conditioned on (`ldm_jax.data.conditioning`):
+image folder, class sub-folders as labels, caption sidecars), "tar" (webdataset tar shards),
+"tfds" (a prepared TFDS ArrayRecord dataset) and "latent_cache" (first-stage latents written by
+`ldm-jax data cache-latents`, for LDM training without the encoder). Every example holds "key",
+"image" (float32 (S, S, 3) in [-1, 1]) and the record's "label" / "caption" / "segmentation" /
+"boxes" (a latent cache's: "mean" + "std" or "latent" in place of "image", and "context" when it
+holds text embeddings); the task adds the inputs its model is conditioned on
+(`ldm_jax.data.conditioning`; a latent cache takes the image and caption tasks):
 
     image             nothing more (unconditional, class- or caption-conditional on the raw fields)
     super_resolution  "low_res" (S / sr_factor)^2 x 3 in [-1, 1], degraded by `degradation`
@@ -20,6 +23,7 @@ inputs its model is conditioned on (`ldm_jax.data.conditioning`):
     layout            "layout_tokens" (92,) int32 from the boxes
 """
 import os
+import pathlib
 from typing import Any, Callable, Mapping
 
 import ml_collections
@@ -37,14 +41,16 @@ def default_data_config() -> ml_collections.ConfigDict:
     """Every field of `config.data` with its default (see the comments for what each one means)."""
     return ml_collections.ConfigDict({
         # -- which records --------------------------------------------------------------------------
-        "name": "builtin",              # builtin | folder | tar | tfds
-        "data_dir": "",                 # folder: the image root; tfds: the TFDS data_dir
+        "name": "builtin",              # builtin | folder | tar | tfds | latent_cache
+        "data_dir": "",                 # folder: the image root; tfds: the TFDS data_dir; latent_cache: its folder
         "tfds_name": "",                # tfds: the dataset's name, e.g. "imagenet2012"
         "shards": "",                   # tar: paths, brace patterns "{00000..00099}.tar" ({a,b} for lists), globs
-        "split": "train",               # tfds: the split; builtin: train | validation | test (disjoint sets)
+        "split": "train",               # tfds: the split; builtin: train | validation | test (disjoint sets);
+                                        # folder: train | validation (see heldout_fraction)
         "num_records": 10_000,          # builtin: how many synthetic records
         "backgrounds": "",              # builtin: comma-separated background colours ("": every one)
         "labels": "auto",               # folder: auto | folders | none (class sub-folders as labels)
+        "heldout_fraction": 0.0,        # folder: this share of each class is split "validation", never "train"
         "min_size": 0,                  # drop images whose smaller side is below this (0: keep all)
         "max_aspect_ratio": 0.0,        # tar: drop images more elongated than this (0: keep all)
         "caption_required": False,      # tar: drop samples without a caption
@@ -63,6 +69,7 @@ def default_data_config() -> ml_collections.ConfigDict:
         "tokenizer": "",                # caption: the folder of the tokenizer's vocabulary files (or BERT's vocab.txt)
         "tokenizer_kind": "clip",       # caption: clip | open_clip | bert
         "max_length": 77,               # caption: tokens per caption (special tokens and padding included)
+        "class_caption_probability": 0.0,  # caption, labelled folder: use the class name as the caption this often
         # -- how examples are batched ----------------------------------------------------------------
         "batch_size": 64,               # global: each of P processes gets batch_size / P
         "seed": 0,                      # shuffling and per-record randomness
@@ -100,7 +107,8 @@ def _builtin_source(data):
 
 def _folder_source(data):
     from ldm_jax.data.folder import ImageFolderSource
-    return ImageFolderSource(data.data_dir, labels=data.labels)
+    return ImageFolderSource(data.data_dir, labels=data.labels, split=data.split,
+                             heldout_fraction=data.heldout_fraction)
 
 
 def _tar_source(data):
@@ -114,9 +122,18 @@ def _tfds_source(data):
     return tfds_source(data.tfds_name, split=data.split, data_dir=data.data_dir)
 
 
+def _latent_cache_source(data):
+    from ldm_jax.data.latent_cache import LatentCacheSource
+    return LatentCacheSource(data.data_dir)
+
+
 # Dataset name -> the source it reads (given the data config).
 DATASETS: dict[str, Callable[[Any], Any]] = {
-    "builtin": _builtin_source, "folder": _folder_source, "tar": _tar_source, "tfds": _tfds_source}
+    "builtin": _builtin_source, "folder": _folder_source, "tar": _tar_source, "tfds": _tfds_source,
+    "latent_cache": _latent_cache_source}
+
+# The tasks a latent cache can feed: the others need the images (or maps, boxes) it does not keep.
+LATENT_CACHE_TASKS = ("image", "caption")
 
 
 def _image_transform(data):
@@ -151,7 +168,7 @@ def _add_semantic(example, rng, options):
 
 def _add_caption(example, rng, options):
     from ldm_jax.data.conditioning import caption_example
-    return caption_example(example, options["tokenizer"])
+    return caption_example(example, options["tokenizer"], rng, options["class_caption_probability"])
 
 
 def _add_layout(example, rng, options):
@@ -167,7 +184,8 @@ TASKS: dict[str, tuple[Callable | None, Callable[[Any], dict]]] = {
     "inpainting": (_add_inpainting, lambda data: {"coverage": (data.mask_coverage_min, data.mask_coverage_max),
                                                   "fill": data.mask_fill}),
     "semantic": (_add_semantic, lambda data: {"num_classes": data.num_classes}),
-    "caption": (_add_caption, lambda data: {"tokenizer": _text_tokenizer(data)}),
+    "caption": (_add_caption, lambda data: {"tokenizer": _text_tokenizer(data),
+                                            "class_caption_probability": data.class_caption_probability}),
     "layout": (_add_layout, lambda data: {}),
 }
 
@@ -176,28 +194,29 @@ TOKENIZER_KINDS = ("clip", "open_clip", "bert")
 
 
 class TaskTransform:
-    """Record -> image example (`ImageTransform`) -> plus the inputs of one task (`conditioning`).
+    """Record -> example (an `ImageTransform`, or a latent cache's `CachedExample`) -> plus the inputs
+    of one task (`conditioning`).
 
     Picklable, so grain can send it to worker processes.
     """
 
-    def __init__(self, image_transform, task: str, options: dict):
-        self.image_transform, self.task, self.options = image_transform, task, options
+    def __init__(self, example_transform, task: str, options: dict):
+        self.example_transform, self.task, self.options = example_transform, task, options
 
     def __call__(self, record, rng):
-        example = self.image_transform(record, rng)
+        example = self.example_transform(record, rng)
         add_inputs = TASKS[self.task][0]
         return example if add_inputs is None else add_inputs(example, rng, self.options)
 
     def __repr__(self) -> str:
-        return f"TaskTransform({self.image_transform!r}, task={self.task!r})"
+        return f"TaskTransform({self.example_transform!r}, task={self.task!r})"
 
 
 def _range_errors(data: Mapping, prefix: str) -> list[str]:
     def bad(name: str, condition: bool, expected: str) -> list[str]:
         return [] if condition else [f"{prefix}.{name}: {expected}, got {data[name]!r}"]
 
-    from ldm_jax.data.folder import LABEL_MODES
+    from ldm_jax.data.folder import LABEL_MODES, SPLITS
     from ldm_jax.data.transforms import RESAMPLING
 
     errors = (bad("image_size", data["image_size"] >= 8, "must be >= 8")
@@ -230,12 +249,30 @@ def _range_errors(data: Mapping, prefix: str) -> list[str]:
     elif name == "folder":
         errors += _directory_errors(data, prefix, "the image folder")
         errors += bad("labels", data["labels"] in LABEL_MODES, f"must be one of {', '.join(LABEL_MODES)}")
+        errors += bad("heldout_fraction", 0 <= data["heldout_fraction"] < 1, "must be in [0, 1)")
+        errors += bad("split", data["split"] in SPLITS and (data["split"] == "train" or data["heldout_fraction"] > 0),
+                      "a folder's splits are train and validation (validation needs heldout_fraction > 0)")
     elif name == "tfds":
         errors += _directory_errors(data, prefix, "the TFDS data_dir")
         if not data["tfds_name"]:
             errors.append(f"{prefix}.tfds_name: the tfds dataset needs the name of a prepared TFDS dataset")
     elif name == "tar":
         errors += _shard_errors(data["shards"], prefix)
+    elif name == "latent_cache":
+        errors += _latent_cache_errors(data, prefix, bad)
+    return errors
+
+
+def _latent_cache_errors(data: Mapping, prefix: str, bad) -> list[str]:
+    errors = _directory_errors(data, prefix, "the latent cache folder")
+    if not errors and not any(pathlib.Path(data["data_dir"]).expanduser().glob("cache-p*.json")):
+        errors.append(f"{prefix}.data_dir: no latent cache in {data['data_dir']!r} (expected cache-p000.json, "
+                      "written last by `ldm-jax data cache-latents`)")
+    # The augmentation happened when the cache was written: its latents are of fixed crops.
+    fixed = "must be False: a latent cache holds the latents of fixed crops"
+    errors += bad("random_crop", not data["random_crop"], fixed) + bad("flip", not data["flip"], fixed)
+    errors += bad("task", data["task"] in LATENT_CACHE_TASKS or data["task"] not in TASKS,  # unknown: said above
+                  f"a latent cache holds no images: it feeds the {' and '.join(LATENT_CACHE_TASKS)} tasks")
     return errors
 
 
@@ -258,6 +295,7 @@ def _task_errors(data: Mapping, prefix: str, bad) -> list[str]:
         errors = bad("tokenizer_kind", data["tokenizer_kind"] in TOKENIZER_KINDS,
                      f"must be one of {', '.join(TOKENIZER_KINDS)}")
         errors += bad("max_length", data["max_length"] >= 2, "must be >= 2")
+        errors += bad("class_caption_probability", 0 <= data["class_caption_probability"] <= 1, "must be in [0, 1]")
         if not data["tokenizer"]:
             errors.append(f"{prefix}.tokenizer: the caption task needs the folder of the tokenizer's vocabulary "
                           "files (vocab.json + merges.txt or bpe_simple_vocab_16e6.txt.gz for CLIP, vocab.txt "
@@ -330,12 +368,18 @@ def transform_from_config(data):
     """The record -> example transform of `data.task`, checked first.
 
     The plain image task is the `ImageTransform` itself, so the pipeline can move uint8 pixels
-    from its readers and scale them once per batch (`ImageTransform.finish_batch`).
+    from its readers and scale them once per batch (`ImageTransform.finish_batch`). A latent
+    cache's records become examples through `CachedExample` instead.
     """
     data = _checked(data)
+    if data.name == "latent_cache":
+        from ldm_jax.data.latent_cache import CachedExample, read_description
+        example_transform = CachedExample(read_description(data.data_dir))
+    else:
+        example_transform = _image_transform(data)
     if TASKS[data.task][0] is None:
-        return _image_transform(data)
-    return TaskTransform(_image_transform(data), data.task, TASKS[data.task][1](data))
+        return example_transform
+    return TaskTransform(example_transform, data.task, TASKS[data.task][1](data))
 
 
 def pipeline_from_config(data, *, process_index: int | None = None, process_count: int | None = None

@@ -5,11 +5,15 @@
       dog/a/002.png  002.json     captions from sidecars: <stem>.txt, or <stem>.json {"caption": ...}
 
 Files are found recursively and sorted by their path relative to `root`, so the same folder always
-gives the same order (and the same index -> record mapping on every host). Hidden files and folders
+gives the same order (and the same index -> record mapping on every host). `heldout_fraction` holds
+out that share of every class (split "validation"; the rest is split "train"), chosen by a hash of
+each path: the same images on every machine, whatever else is added to the folder. Hidden files and folders
 (names starting with ".", e.g. `.ipynb_checkpoints`, macOS `._x.jpg` forks) are ignored. Items carry
 the raw file bytes; decoding happens later in the pipeline's workers.
 """
+import hashlib
 import json
+import math
 import os
 import pathlib
 from typing import Sequence
@@ -18,6 +22,7 @@ from ldm_jax.data.records import BadRecord, Record
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 LABEL_MODES = ("auto", "folders", "none")
+SPLITS = ("train", "validation")
 _CAPTION_SUFFIXES = (".txt", ".json")
 
 
@@ -25,14 +30,24 @@ class ImageFolderSource:
     """Random access to the images under `root` (recursive, sorted), with folder labels and captions.
 
     labels: "auto" uses the first-level sub-folders as classes when every image lies in one;
-    "folders" requires that; "none" never labels. `key` is the image path relative to `root`.
+    "folders" requires that; "none" never labels. `key` is the image path relative to `root`;
+    labelled records carry their class folder's name as "class_name" too.
+    split, heldout_fraction: "validation" is `heldout_fraction` of each class (at least one image
+    of each when the fraction is above 0), "train" the rest.
     """
 
     def __init__(self, root: str | os.PathLike, *, extensions: Sequence[str] = IMAGE_EXTENSIONS,
-                 labels: str = "auto"):
+                 labels: str = "auto", split: str = "train", heldout_fraction: float = 0.0):
         self.root = pathlib.Path(root)
         if labels not in LABEL_MODES:
             raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if not 0.0 <= heldout_fraction < 1.0:
+            raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction!r}")
+        if split == "validation" and not heldout_fraction:
+            raise ValueError("split 'validation' of an image folder needs heldout_fraction > 0 (nothing is held "
+                             "out otherwise)")
         if not self.root.exists():
             raise FileNotFoundError(f"image folder {str(self.root)!r} does not exist")
         if not self.root.is_dir():
@@ -45,6 +60,11 @@ class ImageFolderSource:
         self.classes: list[str] = _classes(self._paths, labels, self.root)
         class_index = {name: index for index, name in enumerate(self.classes)}
         self._labels = [class_index[path.split("/", 1)[0]] for path in self._paths] if self.classes else None
+        if heldout_fraction:
+            heldout = heldout_indices(self._paths, self._labels, heldout_fraction)
+            keep = [i for i in range(len(self._paths)) if (i in heldout) == (split == "validation")]
+            self._paths, self._captions = [self._paths[i] for i in keep], [self._captions[i] for i in keep]
+            self._labels = None if self._labels is None else [self._labels[i] for i in keep]
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -61,6 +81,7 @@ class ImageFolderSource:
         record: Record = {"key": key, "image": image}
         if self._labels is not None:
             record["label"] = self._labels[index]
+            record["class_name"] = self.classes[self._labels[index]]
         sidecar = self._captions[index]
         if sidecar is not None:
             caption, meta = _read_caption(self.root / sidecar, key)
@@ -73,6 +94,24 @@ class ImageFolderSource:
     def __repr__(self) -> str:
         labels = f", {len(self.classes)} classes" if self.classes else ""
         return f"ImageFolderSource({str(self.root)!r}, {len(self)} images{labels})"
+
+
+def heldout_indices(paths: Sequence[str], labels: Sequence[int] | None, fraction: float) -> set[int]:
+    """The indices of `fraction` of each class's paths (of all paths without labels), rounded up: those
+    whose SHA-256 ranks lowest. Stratified and deterministic, and an added file moves at most one other."""
+    groups: dict[int, list[int]] = {}
+    for index in range(len(paths)):
+        groups.setdefault(0 if labels is None else labels[index], []).append(index)
+    heldout = set()
+    for members in groups.values():
+        ranked = sorted(members, key=lambda i: hashlib.sha256(paths[i].encode("utf-8")).digest())
+        heldout.update(ranked[:math.ceil(fraction * len(members))])
+    return heldout
+
+
+def class_prompt(class_name: str) -> str:
+    """The text a class folder's name stands for: "golden_retriever" -> "golden retriever"."""
+    return " ".join(class_name.replace("_", " ").split())
 
 
 def _scan(root: pathlib.Path, extensions: tuple[str, ...]) -> tuple[list[str], list[str | None]]:

@@ -6,6 +6,12 @@
 
     ldm-jax data cache-latents --checkpoint kl-f8.ckpt --config configs/kl_f8.py \\
         --dataset folder --data-dir /data/images --image-size 256 --out /data/latents
+    ldm-jax train --config configs/lsun_churches_ldm_kl8.py --workdir /ckpt/churches \\
+        --config.data.name=latent_cache --config.data.data_dir=/data/latents --config.data.flip=false
+
+Training reads a cache through the data config (`data.name = "latent_cache"`): `CachedExample` makes
+its records examples, `model_errors` says when a cache does not fit the model, and the LDM step draws
+its latents from the cached fields (`LatentDiffusionStage.latents`).
 
 Per record the cache holds the key, the label / caption when the dataset has them, and
 - KL autoencoders: the posterior `mean` and `std` (unscaled; the training step draws
@@ -203,6 +209,26 @@ def _python_scalar(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _descriptions(path: pathlib.Path) -> list[dict[str, Any]]:
+    """The description of every writing process of the cache at `path`, checked to agree."""
+    descriptions = [json.loads(p.read_text()) for p in sorted(path.glob("cache-p*.json"))]
+    if not descriptions:
+        raise FileNotFoundError(f"no latent cache in {str(path)!r}: expected cache-p000.json written by "
+                                "`ldm-jax data cache-latents` (an interrupted run leaves none)")
+    for description in descriptions:
+        if description.get("format") != CACHE_FORMAT:
+            raise ValueError(f"{path}: cache format {description.get('format')!r} is not {CACHE_FORMAT!r}")
+        if description["encoder"] != descriptions[0]["encoder"]:
+            raise ValueError(f"{path}: processes wrote different encodings: {description['encoder']} "
+                             f"and {descriptions[0]['encoder']}")
+    return descriptions
+
+
+def read_description(path: str | os.PathLike) -> dict[str, Any]:
+    """The description of the cache at `path` (process 0's; every process's agree on the encoding)."""
+    return _descriptions(pathlib.Path(path).expanduser())[0]
+
+
 class LatentCacheSource:
     """A grain random-access source over a latent cache folder (every writing process's shards).
 
@@ -213,17 +239,8 @@ class LatentCacheSource:
     def __init__(self, path: str | os.PathLike):
         import grain
 
-        self.path = pathlib.Path(path)
-        descriptions = [json.loads(p.read_text()) for p in sorted(self.path.glob("cache-p*.json"))]
-        if not descriptions:
-            raise FileNotFoundError(f"no latent cache in {str(self.path)!r}: expected cache-p000.json written by "
-                                    "`ldm-jax data cache-latents` (an interrupted run leaves none)")
-        for description in descriptions:
-            if description.get("format") != CACHE_FORMAT:
-                raise ValueError(f"{self.path}: cache format {description.get('format')!r} is not {CACHE_FORMAT!r}")
-            if description["encoder"] != descriptions[0]["encoder"]:
-                raise ValueError(f"{self.path}: processes wrote different encodings: {description['encoder']} "
-                                 f"and {descriptions[0]['encoder']}")
+        self.path = pathlib.Path(path).expanduser()
+        descriptions = _descriptions(self.path)
         shards = [self.path / shard["file"] for description in descriptions for shard in description["shards"]]
         missing = [str(shard) for shard in shards if not shard.is_file()]
         if missing:
@@ -246,3 +263,80 @@ class LatentCacheSource:
 
     def __repr__(self) -> str:
         return f"LatentCacheSource({str(self.path)!r}, {self.num_records} records, {self.description['encoder']})"
+
+
+class CachedExample:
+    """A pipeline transform: a cache record -> the example an LDM training step reads (picklable).
+
+    Keeps the latent fields ("mean" + "std", or VQ's "latent"), "context" and the passed-through
+    "key" / "label" / "caption"; VQ's "indices" stay in the cache. A record lacking one of the cache's
+    fields, or holding it in another shape, raises BadRecord: the pipeline skips and counts it.
+    """
+
+    def __init__(self, description: dict[str, Any]):
+        self.shapes = {name: tuple(shape) for name, shape in description["shapes"].items() if name != "indices"}
+
+    def __call__(self, record: dict[str, Any], rng=None) -> dict[str, Any]:
+        key = str(record.get("key", "?"))
+        for name, shape in self.shapes.items():
+            if name not in record:
+                raise BadRecord(key, f"no {name!r} in this record (the cache's fields: {sorted(self.shapes)})")
+            if tuple(np.shape(record[name])) != shape:
+                raise BadRecord(key, f"{name!r} has shape {tuple(np.shape(record[name]))}, the cache's {shape}")
+        return {name: value for name, value in record.items() if name != "indices"}
+
+    def __repr__(self) -> str:
+        return f"CachedExample({self.shapes})"
+
+
+# First-stage component kind -> the encoding its cache holds.
+_CACHE_KINDS = {"autoencoder_kl": "kl", "vq": "vq"}
+
+
+def model_errors(description: dict[str, Any], model, *, image_size: int, check_scale_factor: bool = True,
+                 prefix: str = "config") -> list[str]:
+    """What keeps a cache (its `description`) from training the LDM `model` (`config.model`) at
+    `image_size` (`config.data.image_size`), each naming the config field and what the cache holds.
+
+    Checked: the encoding (KL / VQ) against the first stage, the latent channels against the
+    UNet's, the latent side against image_size / f, cached text embeddings (when the model reads
+    them: a frozen text encoder) against the UNet's context_dim, and (with `check_scale_factor`,
+    when no pretrained LDM supplies it) the scale factor of the LDM checkpoint the cache was
+    written from against `diffusion.scale_factor`.
+    """
+    import ml_collections
+
+    from ldm_jax.ldm import ModelTraits
+
+    kind, shapes = description["encoder"]["kind"], description["shapes"]
+    if not shapes:
+        return [f"{prefix}.data.data_dir: the latent cache holds no records"]
+    expected = _CACHE_KINDS.get(model.first_stage.kind)
+    if expected != kind:
+        names = {"kl": "KL posteriors (mean, std)", "vq": "VQ latents"}
+        wanted = "no latents (it diffuses pixels)" if expected is None else names[expected]
+        return [f"{prefix}.model.first_stage.kind: the latent cache holds {names[kind]}, but this model's "
+                f"{model.first_stage.kind!r} first stage takes {wanted}"]
+    traits = ModelTraits.from_config(ml_collections.ConfigDict({"model": model}))
+    errors = []
+    height, width, channels = shapes["mean" if kind == "kl" else "latent"]
+    if channels != traits.latent_channels:
+        errors.append(f"{prefix}.model.unet.params.out_channels: the cached latents have {channels} channels, "
+                      f"the UNet diffuses {traits.latent_channels}")
+    side = image_size // traits.factor
+    if (height, width) != (side, side):
+        hint = f": set {prefix}.data.image_size={height * traits.factor}" if height == width else ""
+        errors.append(f"{prefix}.data.image_size: the cache holds {height}x{width} latents, but {image_size}^2 "
+                      f"images through this first stage (f={traits.factor}) give {side}x{side}{hint}")
+    reads_context = traits.is_text and not model.diffusion.cond_stage_trainable  # as ConditioningPlan decides
+    if "context" in shapes and reads_context and shapes["context"][-1] != model.unet.params.get("context_dim"):
+        errors.append(f"{prefix}.model.unet.params.context_dim: the cached text embeddings have width "
+                      f"{shapes['context'][-1]}, the UNet attends to {model.unet.params.get('context_dim')}")
+    cached_scale = description.get("metadata", {}).get("scale_factor")
+    diffusion = model.diffusion
+    if (check_scale_factor and cached_scale is not None and not diffusion.scale_by_std
+            and abs(float(diffusion.scale_factor) - cached_scale) > 1e-6 * abs(cached_scale)):
+        errors.append(f"{prefix}.model.diffusion.scale_factor: {float(diffusion.scale_factor)}, but the cache was "
+                      f"written from an LDM checkpoint whose latents are scaled by {cached_scale}: set it to that "
+                      "(or set diffusion.scale_by_std to estimate it)")
+    return errors

@@ -13,7 +13,8 @@ What happens to each field:
   size as the image, cropped and flipped the same way; it keeps its integer dtype (uint8 or int32).
 - "boxes": relative (x0, y0, w, h) boxes follow the crop and flip; boxes left outside the crop are
   dropped; the other fields of each box dict are kept.
-- "label" becomes np.int32, "caption" stays a str, "key" is kept; every other field is dropped.
+- "label" becomes np.int32, "caption" and "class_name" stay str, "key" is kept; every other field
+  is dropped.
 A record without a usable image, smaller than `min_size`, or with a field of the wrong kind raises
 `BadRecord(key, reason)`.
 
@@ -49,7 +50,7 @@ RESAMPLING = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 
-OUTPUT_KEYS = ("key", "image", "label", "caption", "segmentation", "boxes")
+OUTPUT_KEYS = ("key", "image", "label", "caption", "class_name", "segmentation", "boxes")
 
 # Downscales by more than this factor first shrink by an integer factor (PIL's `reducing_gap`):
 # at 3 the result is, per PIL, indistinguishable in most cases from one fair resample.
@@ -256,10 +257,11 @@ class ImageTransform:
                 example["label"] = np.int32(operator.index(record["label"]))
             except TypeError as error:
                 raise BadRecord(key, f"'label' must be an int, got {record['label']!r}") from error
-        if "caption" in record:
-            if not isinstance(record["caption"], str):
-                raise BadRecord(key, f"'caption' must be a str, got {type(record['caption']).__name__}")
-            example["caption"] = record["caption"]
+        for text in ("caption", "class_name"):
+            if text in record:
+                if not isinstance(record[text], str):
+                    raise BadRecord(key, f"{text!r} must be a str, got {type(record[text]).__name__}")
+                example[text] = record[text]
         if "segmentation" in record:
             labels = Image.fromarray(load_segmentation(record, height, width))
             labels = crop_resize(labels, region, self.size, Image.Resampling.NEAREST)

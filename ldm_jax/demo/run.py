@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 
 from ldm_jax import images as image_io
 from ldm_jax.data import shapes_checker, synthetic
-from ldm_jax.data.config import DATASETS, default_data_config, pipeline_from_config
+from ldm_jax.data.config import DATASETS, default_data_config, pipeline_from_config, source_from_config
 from ldm_jax.data.transforms import from_model_range
 from ldm_jax.demo import report as report_lib
+from ldm_jax.demo.data_plan import plan_data
 from ldm_jax.evaluation import feature_net, fid, image_metrics
 from ldm_jax.models import components, tokenizers
 from ldm_jax.training.loop import train_and_evaluate
@@ -81,14 +82,6 @@ def _tokenizer(config, source, out: pathlib.Path, max_length: int):
     return tokenizers.bert_tokenizer(path, max_length), path
 
 
-def _class_prompts(config, source) -> list[str]:
-    """The configured class prompts on the built-in data; elsewhere the dataset's class names, if any."""
-    classes = getattr(source, "classes", None)
-    if config.data.name == "builtin" or not classes:
-        return list(config.sampling.class_prompts)
-    return [str(name) for name in classes]
-
-
 def _train(stage_config, workdir: pathlib.Path, progress: bool) -> dict:
     """Trains (or resumes) one stage; its size, steps, last logged loss and wall time."""
     start = time.perf_counter()
@@ -102,17 +95,21 @@ def _train(stage_config, workdir: pathlib.Path, progress: bool) -> dict:
 
 
 def _data_batches(config, split: str, batch_size: int, shuffle: bool):
-    """Image batches (with labels when the data has them) of the demo's dataset; `split` for the
-    built-in one (train / validation), other datasets are read whole (nothing is held out)."""
+    """Image batches (with labels when the data has them) of one split of the demo's dataset: the
+    built-in one's own splits, or a folder's held-out share of each class ("validation") and the rest."""
     data = _data_config(config)
     data.task, data.batch_size, data.shuffle, data.seed = "image", batch_size, shuffle, int(config.seed)
+    data.split = split
     if data.name == "builtin":
-        data.split, data.num_records = split, max(int(config.evaluation.num_heldout), 4096)
-    return pipeline_from_config(data)
+        data.num_records = max(int(config.evaluation.num_heldout), 4096)
+    return pipeline_from_config(data), len(source_from_config(data))
 
 
-def _take(pipeline, count: int) -> dict[str, np.ndarray]:
-    """The first `count` examples' images (and labels, when the data has them)."""
+def _examples(config, split: str, count: int, batch_size: int) -> dict[str, np.ndarray]:
+    """`count` examples of the shuffled split (all of them when it holds fewer): images, and labels
+    when the data has them. The pipeline's first epoch holds each record once."""
+    pipeline, size = _data_batches(config, split, batch_size, shuffle=True)
+    count = min(count, size)
     images, labels = [], []
     while sum(len(x) for x in images) < count:
         batch = next(pipeline)
@@ -170,12 +167,15 @@ def run_demo(config, out, *, progress: bool = True) -> dict:
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(config.to_json(indent=2), encoding="utf-8")
     started = time.perf_counter()
     timing = {}
+    plan = plan_data(config, progress=progress)  # a folder is checked before anything is trained
+    _log(f"data: {plan.description}")
+    config = copy.deepcopy(config)
+    config.data.update(plan.data_settings)
+    (out / "config.json").write_text(config.to_json(indent=2), encoding="utf-8")
     source = _dataset(config)
     tokenizer, vocab_path = _tokenizer(config, source, out, int(config.ldm.data.max_length))
-    class_prompts = _class_prompts(config, source)
 
     stages = {}
     first_stage_path = out / "autoencoder" / "first_stage.safetensors"
@@ -189,19 +189,19 @@ def run_demo(config, out, *, progress: bool = True) -> dict:
     start = time.perf_counter()
     evaluation, sampling = config.evaluation, config.sampling
     batch_size = int(evaluation.batch_size)
-    builtin = config.data.name == "builtin"
-    heldout = _take(_data_batches(config, "validation", batch_size, shuffle=False), int(evaluation.num_heldout))
+    heldout = _examples(config, "validation", int(evaluation.num_heldout), batch_size)
     ldm = LatentDiffusionPipeline.from_checkpoint(out / "ldm" / "model.safetensors")
     pixel = LatentDiffusionPipeline.from_checkpoint(out / "pixel" / "model.safetensors")
     reconstruction = _reconstruction(ldm, heldout, batch_size, out)
 
+    class_prompts = plan.class_prompts
     num_classes = len(class_prompts)
+    labelled = "label" in heldout and num_classes > 1  # the prompts are the classes: a feature net can score them
     quality = {}
-    fn = None
-    if "label" in heldout and num_classes > 1:
+    if labelled:
         bar = tqdm(total=int(evaluation.feature_net_steps), desc="feature net", disable=not progress, leave=False)
         params, losses = feature_net.train_feature_net(
-            _data_batches(config, "train", batch_size, shuffle=True), num_classes=num_classes,
+            _data_batches(config, "train", batch_size, shuffle=True)[0], num_classes=num_classes,
             steps=int(evaluation.feature_net_steps), seed=int(config.seed), progress=bar.update)
         bar.close()
         fn = feature_net.feature_fn(params, num_classes=num_classes, batch_size=batch_size)
@@ -209,23 +209,22 @@ def run_demo(config, out, *, progress: bool = True) -> dict:
         quality["feature_net"] = {"steps": int(evaluation.feature_net_steps), "final_loss": losses[-1],
                                   "heldout_accuracy": float(np.mean(heldout_out["logits"].argmax(-1)
                                                                     == heldout["label"]))}
-        heldout_stats = fid.statistics_of(heldout_out["features"])
     timing["evaluate_reconstruction_s"] = time.perf_counter() - start
 
     _log(f"[5/{len(STAGES) + 2}] sampling and scoring")
     start = time.perf_counter()
     per_class = int(sampling.samples_per_class)
     prompts = [p for p in class_prompts for _ in range(per_class)]
-    labels = [index for index in range(num_classes) for _ in range(per_class)]
+    labels = np.repeat(np.arange(num_classes), per_class)
     guidance = float(sampling.guidance_scale)
     settings = {"ldm": (ldm, prompts, guidance), "ldm_guidance_1": (ldm, prompts, 1.0),
                 "ldm_unconditional": (ldm, [""] * len(prompts), 1.0), "pixel": (pixel, prompts, guidance)}
     samples = {name: _draw(pipe, draw_prompts, tokenizer, sampling, guidance=scale, seed=int(config.seed),
                            desc=f"sampling {name}", progress=progress)
                for name, (pipe, draw_prompts, scale) in settings.items()}
-    captions = [p for p in sampling.caption_prompts for _ in range(int(sampling.samples_per_prompt))]
-    caption_samples = _draw(ldm, captions, tokenizer, sampling, guidance=guidance, seed=int(config.seed),
-                            desc="sampling captions", progress=progress)
+    captions = [p for p in plan.caption_prompts for _ in range(int(sampling.samples_per_prompt))]
+    caption_samples = (_draw(ldm, captions, tokenizer, sampling, guidance=guidance, seed=int(config.seed),
+                             desc="sampling captions", progress=progress) if captions else None)
 
     shown = int(sampling.samples_per_prompt)
     for model in ("ldm", "pixel"):
@@ -234,32 +233,36 @@ def run_demo(config, out, *, progress: bool = True) -> dict:
                        out / "samples" / model / f"{_file_name(prompt)}.png", rows=1)
         overview = np.concatenate([samples[model][i * per_class:i * per_class + shown] for i in range(num_classes)])
         _save_grid(overview, out / f"samples_{model}.png", rows=num_classes)
-    for index, prompt in enumerate(sampling.caption_prompts):
+    for index, prompt in enumerate(plan.caption_prompts):
         _save_grid(caption_samples[index * shown:(index + 1) * shown],
                    out / "samples" / "ldm" / f"{_file_name(prompt)}.png", rows=1)
 
     adherence = {}
-    if builtin:
+    if config.data.name == "builtin":  # the generator's own checker reads shape, colour and background
         for name, images in samples.items():
             adherence[name] = {"guidance_scale": settings[name][2], "num_samples": len(images),
                                "accuracy": shapes_checker.accuracy(images, labels)}
         adherence["ldm_captions"] = {"guidance_scale": guidance, "num_samples": len(captions),
                                      "accuracy": float(np.mean([shapes_checker.matches_caption(image, caption)
                                                                 for image, caption in zip(caption_samples, captions)]))}
-    if fn is not None:
-        train_real = _take(_data_batches(config, "train", batch_size, shuffle=False), len(prompts))
-        quality["num_samples"] = len(prompts)
-        quality["num_heldout"] = len(heldout["image"])
-        quality["fid"] = {}
-        for name, images in {**{k: samples[k] for k in ("ldm", "pixel")}, "real_train": train_real["image"]}.items():
-            features = feature_net.compute_features(fn, images, batch_size)["features"]
-            quality["fid"][name] = fid.fid_from_statistics(fid.statistics_of(features), heldout_stats)
+    if labelled:
+        train_real = _examples(config, "train", len(prompts), batch_size)
+        quality.update(num_samples=len(prompts), num_heldout=len(heldout["image"]), adherence={}, fid={})
+        heldout_stats = fid.statistics_of(heldout_out["features"])
+        for name, images in {**samples, "real_train": train_real["image"]}.items():
+            outputs = feature_net.compute_features(fn, images, batch_size)
+            if name in settings:
+                quality["adherence"][name] = {"guidance_scale": settings[name][2], "num_samples": len(images),
+                                              "accuracy": float(np.mean(outputs["logits"].argmax(-1) == labels))}
+            if name in ("ldm", "pixel", "real_train"):
+                quality["fid"][name] = fid.fid_from_statistics(fid.statistics_of(outputs["features"]), heldout_stats)
     timing["sample_and_score_s"] = time.perf_counter() - start
     timing["total_s"] = time.perf_counter() - started
 
-    report = report_lib.build_report(config, stages=stages, reconstruction=reconstruction, adherence=adherence,
-                                     quality=quality, timing=timing)
+    report = report_lib.build_report(config, data_description=plan.description,
+                                     prompts=plan.class_prompts + plan.caption_prompts, stages=stages,
+                                     reconstruction=reconstruction, adherence=adherence, quality=quality,
+                                     timing=timing)
     report_lib.write(report, out, STAGES)
     _log(f"done in {timing['total_s'] / 60:.1f} min: {out / 'report.md'}")
     return report
-

@@ -12,7 +12,8 @@ Sections (each field documented where its defaults are defined):
   checkpoint            every_steps, keep, best_metric, async_save
   mesh                  `ldm_jax.parallel.mesh.default_mesh_config`
   data                  `ldm_jax.data.config.default_data_config`; data.batch_size follows
-                        train.global_batch_size
+                        train.global_batch_size; a latent cache (data.name "latent_cache") is
+                        checked against the model (`ldm_jax.data.latent_cache.model_errors`)
 A config with `model.unet` trains stage 2 (the latent diffusion model, first stage frozen);
 one with only `model.first_stage` trains stage 1 (the autoencoder).
 """
@@ -108,9 +109,33 @@ def validate_experiment_config(config) -> None:
         validate_data_config(values.get("data", {}))
     except ValueError as error:
         errors.append(str(error))
+    else:
+        if values.get("data", {}).get("name") == "latent_cache":
+            errors += _latent_cache_errors(config)
     if errors:
         raise ExperimentConfigError(f"invalid experiment config ({len(errors)} problem{'s' * (len(errors) > 1)}):\n  "
                                     + "\n  ".join(errors))
+
+
+def _latent_cache_errors(config) -> list[str]:
+    """What keeps config.data's latent cache from training config.model."""
+    if not is_latent_diffusion(config):
+        return ["config.data.name: a latent cache feeds latent diffusion training (a config with model.unet); "
+                "this config trains an autoencoder, which reads images"]
+    from ldm_jax.data.latent_cache import model_errors, read_description
+
+    pretrained = config.get("pretrained", {})
+    description = read_description(config.data.data_dir)
+    errors = model_errors(description, config.model, image_size=config.data.image_size,
+                          check_scale_factor=not pretrained.get("model"))  # its scale factor replaces the config's
+    # Dropped conditioning becomes the empty prompt's embedding, which the text encoder computes: random
+    # weights would teach the UNet a meaningless unconditional input.
+    if ("context" in description["shapes"] and config.get("train", {}).get("cond_drop_prob", 0) > 0
+            and not (pretrained.get("model") or pretrained.get("cond_stage"))):
+        errors.append("config.pretrained.cond_stage: the cache holds text embeddings and train.cond_drop_prob > 0 "
+                      "replaces dropped ones by the empty prompt's embedding from the text encoder: load its "
+                      "weights (pretrained.cond_stage or pretrained.model), or set train.cond_drop_prob=0")
+    return errors
 
 
 def stage_from_config(config):

@@ -60,6 +60,22 @@ def test_caption_tokens_come_from_the_tokenizer(tmp_path, example):
         conditioning.caption_example({"key": "k", "image": example["image"]}, tokenizer)
 
 
+def test_a_labelled_folder_example_is_captioned_by_its_class_name_as_often_as_asked(tmp_path, example):
+    tokenizer, _ = _bert(tmp_path)
+    labelled = {**example, "class_name": "red_circle"}  # a folder's class: its name becomes "red circle"
+    class_tokens, caption_tokens = tokenizer("red circle")[0], tokenizer(example["caption"])[0]
+    always = conditioning.caption_example({k: v for k, v in labelled.items() if k != "caption"}, tokenizer,
+                                          class_caption_probability=1.0)
+    np.testing.assert_array_equal(always["caption_tokens"], class_tokens)
+    rng = np.random.default_rng(0)
+    drawn = [conditioning.caption_example(labelled, tokenizer, rng, 0.5)["caption_tokens"] for _ in range(400)]
+    as_class = np.mean([np.array_equal(tokens, class_tokens) for tokens in drawn])
+    assert 0.4 < as_class < 0.6
+    assert all(np.array_equal(t, class_tokens) or np.array_equal(t, caption_tokens) for t in drawn)
+    with pytest.raises(BadRecord, match="class_name"):  # unlabelled data has no class to caption with
+        conditioning.caption_example(example, tokenizer, rng, 1.0)
+
+
 def _write_coco(path):
     data = {
         "images": [{"id": 7, "width": 200, "height": 100, "file_name": "a.jpg"},

@@ -68,6 +68,18 @@ def test_folder_and_tfds_need_an_existing_data_dir(name, tmp_path):
         validate_data_config(config(name=name, tfds_name="pets", data_dir=str(tmp_path / "missing")))
 
 
+def test_folder_splits_need_a_heldout_fraction(tmp_path):
+    with pytest.raises(DataConfigError) as error:
+        validate_data_config(config(name="folder", data_dir=str(tmp_path), split="validation",
+                                    class_caption_probability=1.5, task="caption", tokenizer=str(tmp_path)))
+    assert "config.data.split: a folder's splits are train and validation (validation needs heldout_fraction" \
+        in str(error.value)
+    assert "config.data.class_caption_probability: must be in [0, 1], got 1.5" in str(error.value)
+    with pytest.raises(DataConfigError, match=r"config\.data\.heldout_fraction: must be in \[0, 1\), got 1"):
+        validate_data_config(config(name="folder", data_dir=str(tmp_path), heldout_fraction=1.0))
+    validate_data_config(config(name="folder", data_dir=str(tmp_path), split="validation", heldout_fraction=0.1))
+
+
 def test_tar_needs_shards_that_exist(tmp_path):
     with pytest.raises(DataConfigError, match=r"config\.data\.shards: the tar dataset needs shards"):
         validate_data_config(config(name="tar", shards=" "))

@@ -7,6 +7,7 @@ import pytest
 
 from ldm_jax.data.decode import decode_image
 from ldm_jax.data.folder import ImageFolderSource
+from ldm_jax.data.folder_check import check_folder
 from ldm_jax.data.records import BadRecord
 from tests.data.make_files import broken_files, encode, solid, write_image_folder
 
@@ -110,3 +111,45 @@ def test_decoded_colours_match_the_files(tmp_path):
     source = ImageFolderSource(root)
     np.testing.assert_array_equal(decode_image(source[2]["image"], "b")[0, 0], (0, 200, 0))
     np.testing.assert_array_equal(decode_image(source[3]["image"], "c")[0, 0], (0, 0, 200))
+
+
+def _many(tmp_path, per_class=(20, 9)):
+    files = {f"{name}/{index:02d}.png": encode(solid((index, 0, 0)), "PNG")
+             for name, count in zip(("cat", "dog"), per_class) for index in range(count)}
+    return write_image_folder(tmp_path / "many", files)
+
+
+def test_heldout_split_is_stratified_disjoint_and_stable(tmp_path):
+    root = _many(tmp_path)
+    train = ImageFolderSource(root, split="train", heldout_fraction=0.1)
+    heldout = ImageFolderSource(root, split="validation", heldout_fraction=0.1)
+    train_keys = {train[i]["key"] for i in range(len(train))}
+    heldout_keys = [heldout[i]["key"] for i in range(len(heldout))]
+    assert len(heldout) == 2 + 1  # 10% of each class, rounded up: 2 of 20 cats, 1 of 9 dogs
+    assert sorted(k.split("/")[0] for k in heldout_keys) == ["cat", "cat", "dog"]
+    assert train_keys.isdisjoint(heldout_keys) and len(train_keys) + len(heldout_keys) == 29
+    assert heldout.classes == train.classes == ["cat", "dog"]  # labels keep their meaning in both splits
+    assert {heldout[i]["class_name"] for i in range(len(heldout))} == {"cat", "dog"}
+    # Chosen by the paths' hashes, not their order: a new file moves at most one held-out image.
+    (root / "cat" / "00a.png").write_bytes(encode(solid((1, 2, 3)), "PNG"))
+    again = ImageFolderSource(root, split="validation", heldout_fraction=0.1)
+    assert len(set(heldout_keys) - {again[i]["key"] for i in range(len(again))}) <= 1
+    assert len(ImageFolderSource(root)) == 30  # no fraction: everything is "train"
+    with pytest.raises(ValueError, match="needs heldout_fraction > 0"):
+        ImageFolderSource(root, split="validation")
+    with pytest.raises(ValueError, match="split must be one of"):
+        ImageFolderSource(root, split="test", heldout_fraction=0.1)
+
+
+def test_folder_check_counts_what_a_run_would_meet(tmp_path):
+    files = {"cat/a.png": encode(solid((9, 9, 9), size=(8, 6)), "PNG"),
+             "cat/a.txt": b"a grey cat",
+             "cat/b.png": encode(solid(120, size=(28, 28), mode="L"), "PNG"),
+             "dog/c.jpg": broken_files()["empty.jpg"],
+             "dog/d.png": encode(solid((200, 0, 0), size=(30, 40)), "PNG")}
+    check = check_folder(write_image_folder(tmp_path / "pets", files))
+    assert check.num_readable == 3 and list(check.unreadable) == ["dog/c.jpg"]
+    assert check.class_counts == {"cat": 2, "dog": 1} and check.has_classes
+    assert check.num_captioned == 1 and not check.all_captioned
+    assert check.num_greyscale == 2 and check.smallest_side == 6  # solid grey RGB reads as greyscale too
+    assert "3 readable images, 1 unreadable (dog/c.jpg) in 2 classes (1-2 images each)" in check.describe()

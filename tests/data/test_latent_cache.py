@@ -13,7 +13,7 @@ from ldm_jax.data.records import BadRecord
 from ldm_jax.data.synthetic import SyntheticShapes
 from ldm_jax.data.transforms import ImageTransform
 from ldm_jax.models import components
-from tests.conftest import random_params
+from tests.conftest import REPO, random_params
 
 DDCONFIG = {"double_z": True, "z_channels": 2, "resolution": 16, "in_channels": 3, "out_ch": 3, "ch": 32,
             "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
@@ -120,3 +120,127 @@ def test_command_line_caches_the_builtin_dataset(tmp_path, capsys):
 
     assert cli.main([*command, "--checkpoint", "x", "--out", str(tmp_path / "o2"), "--dataset", "folder"]) == 2
     assert "data.data_dir" in capsys.readouterr().err
+
+
+# -- the cache as a training source ----------------------------------------------------------------------
+
+def cache_data_config(path, **fields):
+    from ldm_jax.data.config import default_data_config
+
+    data = default_data_config()
+    data.update({"name": "latent_cache", "data_dir": str(path), "batch_size": 4, "seed": 3, "image_size": 16,
+                 **fields})
+    return data
+
+
+def test_a_cache_is_a_dataset_of_the_data_config_with_disjoint_process_slices(tmp_path):
+    from ldm_jax.data.config import pipeline_from_config
+
+    module, variables = tiny_first_stage(VQ, seed=1)
+    with image_batches(num_records=8) as batches:
+        write_latent_cache(batches, FirstStageEncoder(module, variables), tmp_path / "vq")
+    data = cache_data_config(tmp_path / "vq", num_epochs=1)
+    keys = []
+    for process in range(2):
+        with pipeline_from_config(data, process_index=process, process_count=2) as pipeline:
+            batches = list(pipeline)
+        assert [len(batch["key"]) for batch in batches] == [2, 2]
+        assert set(batches[0]) == {"key", "label", "caption", "latent"}  # the codebook indices stay behind
+        assert batches[0]["latent"].shape == (2, 8, 8, 2)
+        keys.append({key for batch in batches for key in batch["key"]})
+    assert not keys[0] & keys[1] and len(keys[0] | keys[1]) == 8  # each record once, in one process's slice
+
+
+def test_bad_cache_records_are_skipped_and_counted(tmp_path):
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    from ldm_jax.data.config import pipeline_from_config
+
+    module, variables = tiny_first_stage(KL)
+    with image_batches(num_records=6) as batches:
+        description = write_latent_cache(batches, FirstStageEncoder(module, variables), tmp_path / "kl")
+    # A second writing process's shard: a corrupt record and one with a wrongly shaped mean.
+    writer = ArrayRecordWriter(str(tmp_path / "kl" / "shard-p001-00000.array_record"), "group_size:1")
+    writer.write(b"garbage")
+    writer.write(serialize_example({"key": "odd", "mean": np.zeros((4, 4, 2), np.float32),
+                                    "std": np.zeros((8, 8, 2), np.float32), "label": 0, "caption": "x"}))
+    writer.close()
+    (tmp_path / "kl" / "cache-p001.json").write_text(json.dumps(
+        {**description, "process_index": 1, "num_records": 2,
+         "shards": [{"file": "shard-p001-00000.array_record", "records": 2}]}))
+    data = cache_data_config(tmp_path / "kl", num_epochs=2, shuffle=False, batch_size=2, max_bad_fraction=0.5,
+                             min_records_before_check=1)
+    with pipeline_from_config(data, process_index=0, process_count=1) as pipeline:
+        batches = list(pipeline)
+        statistics = pipeline.statistics()  # as of the last batch: the first epoch's bad records
+    assert sum(len(batch["key"]) for batch in batches) == 12 and statistics["bad_records"] == 2
+    reasons = {item["key"]: item["reason"] for item in statistics["first_bad"]}
+    assert "not a latent-cache record" in reasons["kl#6"] and "'mean' has shape (4, 4, 2)" in reasons["odd"]
+
+
+def test_data_config_errors_of_a_latent_cache(tmp_path):
+    from ldm_jax.data.config import DataConfigError, validate_data_config
+
+    with pytest.raises(DataConfigError) as error:
+        validate_data_config(cache_data_config(tmp_path, flip=True, task="inpainting"))
+    message = str(error.value)
+    assert "config.data.data_dir: no latent cache in" in message
+    assert "config.data.flip: must be False: a latent cache holds the latents of fixed crops" in message
+    assert "config.data.task: a latent cache holds no images" in message
+    with pytest.raises(DataConfigError, match="config.data.data_dir: the latent_cache dataset needs data_dir"):
+        validate_data_config(cache_data_config(""))
+
+
+def test_a_cache_that_does_not_fit_the_model_is_refused_by_name(tmp_path):
+    from ldm_jax.config_files import load_config
+    from ldm_jax.training.experiment import ExperimentConfigError, validate_experiment_config, with_training_defaults
+
+    module, variables = tiny_first_stage(KL)  # 8x8x2 latents of 16x16 images (f = 2)
+    with image_batches(num_records=2) as batches:
+        write_latent_cache(batches, FirstStageEncoder(module, variables), tmp_path / "kl",
+                           metadata={"scale_factor": 0.5})
+    config = with_training_defaults(load_config(str(REPO / "configs" / "builtin_shapes.py:ldm_tiny")))
+    config.data.update(name="latent_cache", data_dir=str(tmp_path / "kl"), flip=False)
+    config.model.diffusion.scale_by_std = False  # the tiny LDM: f = 4, 3 latent channels, scale 1
+    with pytest.raises(ExperimentConfigError) as error:
+        validate_experiment_config(config)
+    message = str(error.value)
+    assert "config.model.unet.params.out_channels: the cached latents have 2 channels, the UNet diffuses 3" in message
+    assert ("config.data.image_size: the cache holds 8x8 latents, but 16^2 images through this first stage (f=4) "
+            "give 4x4: set config.data.image_size=32") in message
+    assert "config.model.diffusion.scale_factor: 1.0, but the cache was written from an LDM checkpoint" in message
+    config.pretrained.model = "ldm.safetensors"  # a pretrained LDM brings its own scale factor
+    with pytest.raises(ExperimentConfigError) as error:
+        validate_experiment_config(config)
+    assert "scale_factor" not in str(error.value)
+
+    config.model.first_stage.kind = "vq"
+    with pytest.raises(ExperimentConfigError, match="the latent cache holds KL posteriors .mean, std., but this "
+                                                    "model's 'vq' first stage takes VQ latents"):
+        validate_experiment_config(config)
+    config.model = zoo.autoencoder(VQ, zoo.released("", "", "vq")).model
+    with pytest.raises(ExperimentConfigError, match="a latent cache feeds latent diffusion training"):
+        validate_experiment_config(config)
+
+
+def test_cached_text_embeddings_with_conditioning_dropout_need_the_text_encoders_weights(tmp_path):
+    from ldm_jax.config_files import load_config
+    from ldm_jax.training.experiment import ExperimentConfigError, validate_experiment_config, with_training_defaults
+
+    module, variables = tiny_first_stage(KL)
+    with image_batches(num_records=2) as batches:
+        write_latent_cache(batches, FirstStageEncoder(module, variables), tmp_path / "kl")
+    description_path = tmp_path / "kl" / "cache-p000.json"
+    description = json.loads(description_path.read_text())
+    description["shapes"]["context"] = [5, 16]  # as `--embed-captions` records them
+    description_path.write_text(json.dumps(description))
+    config = with_training_defaults(load_config(str(REPO / "configs" / "builtin_shapes.py:ldm_tiny")))
+    config.data.update(name="latent_cache", data_dir=str(tmp_path / "kl"), flip=False)
+    assert config.train.cond_drop_prob > 0
+    with pytest.raises(ExperimentConfigError, match=r"config\.pretrained\.cond_stage: the cache holds text "
+                                                    r"embeddings and train\.cond_drop_prob > 0"):
+        validate_experiment_config(config)
+    config.pretrained.cond_stage = "text_encoder.safetensors"
+    with pytest.raises(ExperimentConfigError) as error:  # the cache's other mismatches remain
+        validate_experiment_config(config)
+    assert "pretrained.cond_stage" not in str(error.value)
