@@ -131,16 +131,37 @@ class TfdsSource:
 
 
 def _require_prepared(name: str, data_dir: str) -> None:
-    """A clear error, before tfds tries anything (a download, a registry lookup), if `name` is absent."""
-    base = re.split(r"[/:]", name, maxsplit=1)[0]
+    """A clear error, before tfds tries anything (a download, a registry lookup, its catalogue of every
+    dataset), if `name` ("base", "base/config", "base:version", "base/config:version") is absent."""
+    base, config, version = re.fullmatch(r"([^/:]*)(?:/([^:]*))?(?::(.*))?", name).groups()
     folder = os.path.join(data_dir, base)
-    prepared = any("dataset_info.json" in files for _, _, files in os.walk(folder)) if os.path.isdir(folder) else False
+    prepared = _prepared_versions(folder)
     if not prepared:
         raise FileNotFoundError(
             f"TFDS dataset {name!r} is not prepared in {data_dir!r} (no {folder}/.../dataset_info.json). Prepare it "
             f"once with `tfds build {base} --data_dir={data_dir} --file_format=array_record` (on a machine with "
             f"TensorFlow), or convert an image folder or tar shards with `ldm-jax data build --from folder|tar "
             f"--out {data_dir} --name {base} SRC...`.")
+    # Without a config, tfds takes the dataset's default one; without a version, the latest.
+    if not any(config in (None, found_config) and version in (None, found_version)
+               for found_config, found_version in prepared):
+        listed = ", ".join(f"{base}{'/' + c if c else ''}:{v}" for c, v in prepared)
+        raise ValueError(f"TFDS dataset {name!r}: no such config or version is prepared in {folder!r}; "
+                         f"found {listed}")
+
+
+def _prepared_versions(folder: str) -> list[tuple[str, str]]:
+    """(config, version) of every prepared copy under a dataset's folder ("" for no config), sorted:
+    TFDS writes <folder>/<version>/ or <folder>/<config>/<version>/, each with a dataset_info.json."""
+    if not os.path.isdir(folder):
+        return []
+    prepared = []
+    for directory, _, files in os.walk(folder):
+        if "dataset_info.json" in files:
+            parts = pathlib.Path(os.path.relpath(directory, folder)).parts
+            if len(parts) in (1, 2):
+                prepared.append(("" if len(parts) == 1 else parts[0], parts[-1]))
+    return sorted(prepared)
 
 
 def _text(value: Any) -> str:

@@ -134,6 +134,11 @@ def test_reader_errors_name_the_problem(tmp_path):
         tfds_source("here", "test", tmp_path)
     with pytest.raises(KeyError, match="lable"):
         tfds_source("here", data_dir=tmp_path, label_key="lable")
+    # An unknown config or version lists what is prepared (not tfds' catalogue of every dataset).
+    for missing in ("here/nosuch", "here:2.0.0", "here/nosuch:1.0.0"):
+        with pytest.raises(ValueError, match=rf"'{missing}': no such config or version .* found here:1.0.0$"):
+            tfds_source(missing, data_dir=tmp_path)
+    assert len(tfds_source("here:1.0.0", data_dir=tmp_path)) == 2
     assert "caption" not in tfds_source("here", data_dir=tmp_path, caption_key=None)[0]
 
 

@@ -178,7 +178,8 @@ def test_latent_blending_keeps_the_known_region():
                          return_intermediates=True, progress=False)
     out, keep = np.asarray(out), np.asarray(mask) == 0
     np.testing.assert_array_equal(np.where(keep, out, 0), np.where(keep, np.asarray(init), 0))
-    assert np.abs(out - np.asarray(init))[np.broadcast_to(~keep, SHAPE)].min() >= 0  # generated inside
+    moved = np.abs(out - np.asarray(init))[np.broadcast_to(~keep, SHAPE)]
+    assert (moved > 1e-3).mean() > 0.99  # generated inside: (almost) every value there left the input
     inside = out[np.broadcast_to(~keep, SHAPE)]
     assert abs(inside.mean() - marginal(start_and_end("ddim", 10)[1])[0]) < 0.05
     assert inter["x_inter"].shape == (11, *SHAPE)
