@@ -30,7 +30,7 @@ from ldm_jax.diffusion.sampling import LatentSampler
 from ldm_jax.inference import tasks, tiled_decode
 from ldm_jax.ldm import LatentDiffusion, ModelTraits
 from ldm_jax.models import conditioners
-from ldm_jax.parallel.local import LocalDevices, shard_batch
+from ldm_jax.parallel.local import LocalDevices, in_context, shard_batch
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
@@ -159,10 +159,11 @@ class LatentDiffusionPipeline:
             mask = shard_batch(jnp.asarray(mask, jnp.float32), mesh)
         if noise is not None:
             noise = shard_batch(jnp.asarray(noise, jnp.float32), mesh, batch_axis=1)
-        return self.sampler(self.devices.variables_on(mesh)["unet"], x_T, cond, uncond, sampler=sampler,
-                            steps=steps, discretize=discretize, guidance_scale=guidance_scale, eta=eta, rng=rng,
-                            seed=seed, noise=noise, init_latents=init_latents, strength=strength, mask=mask,
-                            return_intermediates=return_intermediates, progress=progress)
+        with in_context(mesh):
+            return self.sampler(self.devices.variables_on(mesh)["unet"], x_T, cond, uncond, sampler=sampler,
+                                steps=steps, discretize=discretize, guidance_scale=guidance_scale, eta=eta, rng=rng,
+                                seed=seed, noise=noise, init_latents=init_latents, strength=strength, mask=mask,
+                                return_intermediates=return_intermediates, progress=progress)
 
     # -- first stage ----------------------------------------------------------------------------------
 

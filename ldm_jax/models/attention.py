@@ -17,7 +17,8 @@
   A Pallas kernel cannot be partitioned by XLA, so it runs per device: in single-device programs,
   inside a `shard_map(..., check_vma=False)` over every mesh axis, and in a training step over a mesh
   (examples split over data / fsdp, heads over tensor) in a shard_map of its own (`_kernel_lowers`); a
-  plain `jit` over several devices with no mesh in context keeps XLA.
+  plain `jit` over several devices with no mesh in context keeps XLA (training steps, the pipeline
+  and `parallel.local.LocalDevices.run` put their mesh in context).
 
 The formulation is picked when the program is lowered (`jax.lax.platform_dependent`), so a program
 compiled ahead of time for a TPU from a CPU host (experiments/bench_scale.py) holds the TPU's.
@@ -94,7 +95,7 @@ def _kernel_lowers(query) -> bool:
     - inside a `shard_map` over every mesh axis, unless under shard_map's replication check
       (`check_vma=True`, the default), which jax 0.10.2's splash kernel outputs fail: it shows as
       inputs carrying varying manual axes;
-    - under a mesh in context and no manual axes (the training step: `jit_train_step` sets its mesh),
+    - under a mesh in context and no manual axes (`jit_train_step`'s, `parallel.local.in_context`'s),
       in a shard_map of its own (`attention_tpu.attend_splash_per_device`) where batch and heads divide.
     A plain `jit` over several devices with no mesh in context keeps XLA: how it is sharded is unknown
     while tracing."""

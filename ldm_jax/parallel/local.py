@@ -50,9 +50,18 @@ class LocalDevices:
         return self._placed[mesh.size]
 
     def run(self, fn: Callable, *batch):
-        """`fn(variables, *batch)` with the batch (leading axis of its first leaf) split over the devices."""
+        """`fn(variables, *batch)` with the batch (leading axis of its first leaf) split over the devices,
+        traced with the mesh in context (`in_context`)."""
         mesh = self.mesh(jax.tree.leaves(batch)[0].shape[0])
-        return fn(self.variables_on(mesh), *shard_batch(batch, mesh))
+        with in_context(mesh):
+            return fn(self.variables_on(mesh), *shard_batch(batch, mesh))
+
+
+def in_context(mesh: Mesh):
+    """The context to call a jitted function over `mesh` in: its abstract mesh, so the program is traced
+    knowing how it is split, and attention can run a Pallas kernel per device (`models.attention`), as
+    in a training step (`parallel.mesh.jit_train_step`)."""
+    return jax.sharding.use_abstract_mesh(mesh.abstract_mesh)
 
 
 def pad_batch(batch: np.ndarray, size: int) -> np.ndarray:

@@ -12,6 +12,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from ldm_jax.models import attention, attention_tpu
+from ldm_jax.parallel.local import LocalDevices, in_context, shard_batch
 
 F32, BF16, F16 = jnp.float32, jnp.bfloat16, jnp.float16
 LONG, SHORT, TEXT = 4096, 256, 77  # UNet self-attention at 64x64 and 16x16 latents; CLIP's tokens
@@ -149,6 +150,21 @@ def test_a_training_step_mesh_gets_the_kernel_per_device_on_the_tpu():
             assert "tpu_custom_call" in _lowered_for_tpu(fn, long, long, long)
         assert attention_tpu.mesh_split(odd_heads) is None
         assert "tpu_custom_call" not in _lowered_for_tpu(attention.attend, odd_heads, odd_heads, odd_heads)
+
+
+def test_a_program_over_the_local_devices_gets_the_kernel_per_device_on_the_tpu():
+    """The pipeline's sampler and `LocalDevices.run` trace with their data mesh in context: lowered for
+    a TPU their attention holds the kernel; run here, the result is that of one device."""
+    devices = LocalDevices({"scale": jnp.full((), 0.5, BF16)})
+    long = jnp.asarray(np.random.default_rng(0).normal(size=(8, 1024, 2, 64)), BF16)
+    mesh = devices.mesh(len(long))
+    assert mesh.size == jax.device_count() > 1
+    fn = jax.jit(lambda variables, q: attention.attend(q, q, q) * variables["scale"])
+    with in_context(mesh):
+        text = fn.trace(devices.variables_on(mesh), shard_batch(long, mesh)).lower(lowering_platforms=("tpu",))
+    assert "tpu_custom_call" in text.as_text()
+    np.testing.assert_array_equal(np.asarray(devices.run(fn, long), np.float32),
+                                  np.asarray(fn(devices.variables, long), np.float32))
 
 
 def test_the_kernel_split_over_a_training_mesh_equals_softmax_attention():
