@@ -31,12 +31,13 @@ def _class_folder(root, *, per_class: int = 12, captions: bool = False):
 
 
 def _captioned_folder(root, count: int = 24):
-    """RGB 28x28 images in one folder, no classes, each with a caption."""
+    """RGB 28x28 images in one folder, no classes, each with a caption. Five words, as many as the class
+    folders' names: the same vocabulary size, so the tiny demo's programs compile once for both."""
     files = {}
     for index in range(count):
-        colour = ("red", (200, 20, 20)) if index % 2 else ("blue", (20, 20, 200))
-        files[f"{index:03d}.png"] = encode(solid(colour[1], size=(28, 28)), "PNG")
-        files[f"{index:03d}.txt"] = f"a {colour[0]} picture".encode()
+        caption, colour = ("a red picture", (200, 20, 20)) if index % 2 else ("a blue image", (20, 20, 200))
+        files[f"{index:03d}.png"] = encode(solid(colour, size=(28, 28)), "PNG")
+        files[f"{index:03d}.txt"] = caption.encode()
     return write_image_folder(root, files)
 
 
@@ -58,7 +59,7 @@ def test_folder_plan_uses_class_names_captions_or_both(tmp_path):
     config.data.data_dir = str(_captioned_folder(tmp_path / "captions"))
     plan = data_plan.plan_data(config)
     assert plan.data_settings == {"class_caption_probability": 0.0} and plan.caption_prompts == []
-    assert set(plan.class_prompts) == {"a red picture", "a blue picture"}  # captions of held-out images
+    assert set(plan.class_prompts) == {"a red picture", "a blue image"}  # captions of held-out images
 
 
 def test_folder_plan_refuses_what_would_fail_later(tmp_path):
@@ -100,5 +101,5 @@ def test_tiny_demo_on_a_folder(tmp_path, kind):
         assert {"ldm_fid_below_pixel_fid", "real_images_fid_floor_below_both"} <= set(report["checks"])
         assert len(list((out / "samples" / "ldm").glob("*.png"))) == 3
     else:
-        assert set(settings["prompts"]) <= {"a red picture", "a blue picture"}
+        assert set(settings["prompts"]) <= {"a red picture", "a blue image"}
         assert quality == {} and "no labels to train the feature net" in markdown

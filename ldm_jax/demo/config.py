@@ -98,7 +98,7 @@ def _run(config, *, steps: int, batch_size: int, learning_rate: float, image_siz
 def demo(image_size: int = 32, ae_channels: int = 32, width: int = 64, pixel_width: int = 32, ae_steps: int = 1500,
          ldm_steps: int = 2200, pixel_steps: int = 850, ae_batch: int = 8, batch: int = 16, samples_per_prompt: int = 8,
          samples_per_class: int = 12, num_heldout: int = 512, feature_net_steps: int = 400,
-         sample_batch: int = 48) -> ml_collections.ConfigDict:
+         sample_batch: int = 48, pixel_levels: int = 4) -> ml_collections.ConfigDict:
     """The demo at any size; `get_config` names the variants."""
     latent = image_size // 4
     autoencoder = zoo.autoencoder(_first_stage(ae_channels, image_size, with_loss=True),
@@ -111,7 +111,7 @@ def demo(image_size: int = 32, ae_channels: int = 32, width: int = 64, pixel_wid
     ldm_unet = zoo.unet(image_size=latent, model_channels=width, attention_resolutions=[1, 2], channel_mult=[1, 2],
                         **narrow)
     pixel_unet = zoo.unet(image_size=image_size, model_channels=pixel_width, attention_resolutions=[4, 8],
-                          channel_mult=[1, 2, 2, 4], **narrow)
+                          channel_mult=[1, 2, 2, 4][:pixel_levels], **narrow)
     ldm = _diffusion_model(_first_stage(ae_channels, image_size, with_loss=False), ldm_unet, width, latent, 3,
                            scale_by_std=True)
     pixel = _diffusion_model(zoo.identity_first_stage(), pixel_unet, width, image_size, 3, scale_by_std=False)
@@ -150,7 +150,8 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
                               num_heldout=2048, feature_net_steps=2000),
         "tiny": lambda: demo(image_size=16, ae_channels=32, width=32, ae_steps=2, ldm_steps=2, pixel_steps=2,
                              ae_batch=8, batch=8, samples_per_prompt=1, samples_per_class=1,
-                             num_heldout=16, feature_net_steps=2, sample_batch=16),
+                             num_heldout=16, feature_net_steps=2, sample_batch=16,
+                             pixel_levels=2),  # half the pixel UNet's levels: less to compile in each test run
     }
     if variant not in variants:
         raise ValueError(f"unknown variant {variant!r} of demo; expected one of {sorted(variants)}")

@@ -1,13 +1,15 @@
 """`run_demo(config, out)`: the paper's pipeline end to end, then measured (what `make demo` runs).
 
+0. decide the prompts and check a user's folder before any work (`demo.data_plan`);
 1. train the autoencoder, the LDM on its latents and the pixel-space baseline (`train_and_evaluate`,
    each in `out/<stage>/`, resumable: a rerun continues where a stopped one ended);
 2. reconstruct held-out images (PSNR / SSIM);
-3. train the feature net (`evaluation.feature_net`) on the training split;
+3. train the feature net (`evaluation.feature_net`) on the training split (labelled data);
 4. sample every class prompt `samples_per_class` times at the demo's guidance, at guidance 1 and
    unconditionally (LDM) and at the demo's guidance (pixel model), plus the caption prompts;
-5. score the samples with the dataset's checker (built-in data only) and the FID on feature-net
-   features against held-out images; write grids, `metrics.jsonl`, `report.json` and `report.md`.
+5. score the samples with the dataset's checker (built-in data only) and with the feature net
+   (adherence, and FID against held-out images); write grids, `metrics.jsonl`, `report.json` and
+   `report.md`.
 Everything is seeded by `config.seed`: one machine gives the same metrics on every run (the wall
 times in `report.json["timing"]` vary).
 """
@@ -22,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ldm_jax import images as image_io
 from ldm_jax.data import shapes_checker, synthetic
-from ldm_jax.data.config import DATASETS, default_data_config, pipeline_from_config, source_from_config
+from ldm_jax.data.config import default_data_config, pipeline_from_config, source_from_config
 from ldm_jax.data.transforms import from_model_range
 from ldm_jax.demo import report as report_lib
 from ldm_jax.demo.data_plan import plan_data
@@ -60,8 +62,7 @@ def _data_config(config):
 
 def _dataset(config):
     """The demo dataset's grain source (for its classes and captions)."""
-    data = _data_config(config)
-    return DATASETS[data.name](data)
+    return source_from_config(_data_config(config))
 
 
 def _vocabulary(config, source) -> list[str]:
