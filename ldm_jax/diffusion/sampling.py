@@ -132,8 +132,11 @@ def sample(model_fn: guidance.ModelFn, params, x_T, cond, uncond=None, *, schedu
             every = max(1, num // 20)
             jax.lax.cond((i % every == every - 1) | (i == num - 1),
                          lambda: jax.debug.callback(progress.update, i, num), lambda: None)
-        state, x_next, x0 = jax.lax.cond(i >= first_active, active_step, lambda c, _: (c[0], c[1], c[1]),
-                                         carry, i)
+        if init_latents is None:  # every step runs: no conditional around the model in the loop
+            state, x_next, x0 = active_step(carry, i)
+        else:
+            state, x_next, x0 = jax.lax.cond(i >= first_active, active_step, lambda c, _: (c[0], c[1], c[1]),
+                                             carry, i)
         outputs = (x_next, x0) if return_intermediates else None
         return (state, x_next), outputs
 
