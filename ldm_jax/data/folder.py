@@ -7,9 +7,9 @@
 Files are found recursively and sorted by their path relative to `root`, so the same folder always
 gives the same order (and the same index -> record mapping on every host). `heldout_fraction` holds
 out that share of every class (split "validation"; the rest is split "train"), chosen by a hash of
-each path: the same images on every machine, whatever else is added to the folder. Hidden files and folders
-(names starting with ".", e.g. `.ipynb_checkpoints`, macOS `._x.jpg` forks) are ignored. Items carry
-the raw file bytes; decoding happens later in the pipeline's workers.
+each path: the same images on every machine, and adding a file moves at most one out of the split.
+Hidden files and folders (names starting with ".", e.g. `.ipynb_checkpoints`, macOS `._x.jpg` forks)
+are ignored. Items carry the raw file bytes; decoding happens later in the pipeline's workers.
 """
 import hashlib
 import json
@@ -98,7 +98,7 @@ class ImageFolderSource:
 
 def heldout_indices(paths: Sequence[str], labels: Sequence[int] | None, fraction: float) -> set[int]:
     """The indices of `fraction` of each class's paths (of all paths without labels), rounded up: those
-    whose SHA-256 ranks lowest. Stratified and deterministic, and an added file moves at most one other."""
+    whose SHA-256 ranks lowest: stratified, deterministic, and an added file moves at most one out."""
     groups: dict[int, list[int]] = {}
     for index in range(len(paths)):
         groups.setdefault(0 if labels is None else labels[index], []).append(index)
