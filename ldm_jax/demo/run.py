@@ -95,22 +95,24 @@ def _train(stage_config, workdir: pathlib.Path, progress: bool) -> dict:
             "wall_s": time.perf_counter() - start}
 
 
-def _data_batches(config, split: str, batch_size: int, shuffle: bool):
-    """Image batches (with labels when the data has them) of one split of the demo's dataset: the
-    built-in one's own splits, or a folder's held-out share of each class ("validation") and the rest."""
+def _split_data(config, split: str, batch_size: int, shuffle: bool):
+    """The data config of image batches (with labels when the data has them) of one split of the demo's
+    dataset: the built-in one's own splits, or a folder's held-out share of each class ("validation")
+    and the rest."""
     data = _data_config(config)
     data.task, data.batch_size, data.shuffle, data.seed = "image", batch_size, shuffle, int(config.seed)
     data.split = split
     if data.name == "builtin":
         data.num_records = max(int(config.evaluation.num_heldout), 4096)
-    return pipeline_from_config(data), len(source_from_config(data))
+    return data
 
 
 def _examples(config, split: str, count: int, batch_size: int) -> dict[str, np.ndarray]:
     """`count` examples of the shuffled split (all of them when it holds fewer): images, and labels
     when the data has them. The pipeline's first epoch holds each record once."""
-    pipeline, size = _data_batches(config, split, batch_size, shuffle=True)
-    count = min(count, size)
+    data = _split_data(config, split, batch_size, shuffle=True)
+    count = min(count, len(source_from_config(data)))
+    pipeline = pipeline_from_config(data)
     images, labels = [], []
     while sum(len(x) for x in images) < count:
         batch = next(pipeline)
@@ -202,7 +204,7 @@ def run_demo(config, out, *, progress: bool = True) -> dict:
     if labelled:
         bar = tqdm(total=int(evaluation.feature_net_steps), desc="feature net", disable=not progress, leave=False)
         params, losses = feature_net.train_feature_net(
-            _data_batches(config, "train", batch_size, shuffle=True)[0], num_classes=num_classes,
+            pipeline_from_config(_split_data(config, "train", batch_size, shuffle=True)), num_classes=num_classes,
             steps=int(evaluation.feature_net_steps), seed=int(config.seed), progress=bar.update)
         bar.close()
         fn = feature_net.feature_fn(params, num_classes=num_classes, batch_size=batch_size)
