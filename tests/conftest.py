@@ -14,7 +14,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-jax.config.update("jax_compilation_cache_dir", str(REPO / ".cache" / "jax_compilation"))
+jax.config.update("jax_compilation_cache_dir",  # JAX_COMPILATION_CACHE_DIR: another (e.g. empty) one
+                  os.environ.get("JAX_COMPILATION_CACHE_DIR", str(REPO / ".cache" / "jax_compilation")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 FIXTURES = pathlib.Path(os.environ.get("LDM_JAX_FIXTURES", REPO / "tests" / "reference" / "compvis"))
