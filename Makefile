@@ -31,4 +31,4 @@ demo: $(VENV)/.base
 
 # Two workers (-n 2), one test file each at a time (--dist loadfile: module fixtures are built once).
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder

@@ -3,12 +3,15 @@ import json
 import math
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "experiments"))
 import device_check  # noqa: E402
 
 
+@pytest.mark.slow
 def test_dry_run_reports_every_part(tmp_path, capsys):
     out = tmp_path / "check.json"
     assert device_check.main(["--dry-run", "--repeats", "1", "--out", str(out)]) == 0

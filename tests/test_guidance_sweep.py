@@ -4,12 +4,15 @@ import json
 import math
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "experiments"))
 import guidance_sweep  # noqa: E402
 
 
+@pytest.mark.slow
 def test_dry_run_scores_every_scale(tmp_path, capsys):
     out = tmp_path / "rows.json"
     assert guidance_sweep.main(["--dry-run", "--work", str(tmp_path / "work"), "--out", str(out),

@@ -98,7 +98,7 @@ def _run(config, *, steps: int, batch_size: int, learning_rate: float, image_siz
 def demo(image_size: int = 32, ae_channels: int = 32, width: int = 64, pixel_width: int = 32, ae_steps: int = 1500,
          ldm_steps: int = 2200, pixel_steps: int = 850, ae_batch: int = 8, batch: int = 16, samples_per_prompt: int = 8,
          samples_per_class: int = 12, num_heldout: int = 512, feature_net_steps: int = 400,
-         sample_batch: int = 48, pixel_levels: int = 4) -> ml_collections.ConfigDict:
+         sample_batch: int = 48, sampling_steps: int = 25, pixel_levels: int = 4) -> ml_collections.ConfigDict:
     """The demo at any size; `get_config` names the variants."""
     latent = image_size // 4
     autoencoder = zoo.autoencoder(_first_stage(ae_channels, image_size, with_loss=True),
@@ -134,7 +134,7 @@ def demo(image_size: int = 32, ae_channels: int = 32, width: int = 64, pixel_wid
     # Chosen on the trained default model with another seed (96 class-prompt samples each): guidance
     # 2.5 with eta 1 (fresh noise each step) 79% correct; guidance 3: 65% (eta 0) / 76% (eta 1);
     # guidance 5: 48%. Past ~3, guidance oversaturates this small model's samples.
-    config.sampling = {"sampler": "ddim", "steps": 25, "eta": 1.0, "guidance_scale": 2.5,
+    config.sampling = {"sampler": "ddim", "steps": sampling_steps, "eta": 1.0, "guidance_scale": 2.5,
                        "samples_per_prompt": samples_per_prompt, "samples_per_class": samples_per_class,
                        "class_prompts": list(CLASS_PROMPTS), "caption_prompts": list(CAPTION_PROMPTS),
                        "batch_size": sample_batch}
@@ -150,7 +150,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
                               num_heldout=2048, feature_net_steps=2000),
         "tiny": lambda: demo(image_size=16, ae_channels=32, width=32, ae_steps=2, ldm_steps=2, pixel_steps=2,
                              ae_batch=8, batch=8, samples_per_prompt=1, samples_per_class=1,
-                             num_heldout=16, feature_net_steps=2, sample_batch=16,
+                             num_heldout=16, feature_net_steps=2, sample_batch=16, sampling_steps=4,
                              pixel_levels=2),  # half the pixel UNet's levels: less to compile in each test run
     }
     if variant not in variants:
