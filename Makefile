@@ -29,6 +29,7 @@ $(VENV)/.installed: $(VENV)/.base
 demo: $(VENV)/.base
 	$(VENV)/bin/ldm-jax demo --out $(OUT) $(DEMO_ARGS)
 
-# Two workers (-n 2), one test file each at a time (--dist loadfile: module fixtures are built once).
+# Two workers (-n 2), one test file each at a time (--dist loadfile: module fixtures are built once),
+# in the order tests/conftest.py gives (--no-loadscope-reorder: the files with slow tests first).
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
