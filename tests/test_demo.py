@@ -88,7 +88,7 @@ def test_tiny_demo_writes_the_whole_output_folder(tmp_path):
 
 def _class_folder(root, *, per_class: int = 12, captions: bool = False):
     """Small greyscale images (8x8, upscaled by the demo) in three class folders; with `captions`, a
-    <stem>.txt beside each. Their words are the built-in vocabulary's (see `_demo_on`)."""
+    <stem>.txt beside each. Their words are the built-in vocabulary's (see `test_tiny_demo_on_a_folder`)."""
     yy, xx = np.mgrid[:8, :8]
     shapes = {"white_square": (np.maximum(abs(yy - 3.5), abs(xx - 3.5)) < 3) * 230,
               "gray_circle": ((yy - 3.5) ** 2 + (xx - 3.5) ** 2 < 9) * 90,

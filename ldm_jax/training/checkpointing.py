@@ -103,12 +103,13 @@ def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
     replica, each an eager device op traced again at every save (12 s a save of the tiny LDM on 8 CPU
     devices), to share the writing between hosts; with one process there is no one to share it with.
     With several processes orbax's standard array handler does exactly that sharing."""
-    arrays = ocp.type_handlers.get_type_handler(jax.Array)
-    if jax.process_count() == 1:
-        arrays = ocp.type_handlers.ArrayHandler(use_replica_parallel=False)
+    def handler(kind):
+        if kind is jax.Array and jax.process_count() == 1:
+            return ocp.type_handlers.ArrayHandler(use_replica_parallel=False)
+        return ocp.type_handlers.get_type_handler(kind)
+
     registry = ocp.type_handlers.create_type_handler_registry(
-        *((kind, ocp.type_handlers.get_type_handler(kind)) for kind in (int, float, np.number, np.ndarray)),
-        (jax.Array, arrays))
+        *((kind, handler(kind)) for kind in ocp.type_handlers.supported_types()))
     trees = {name: ocp.PyTreeCheckpointHandler(type_handler_registry=registry) for name in ("train_state", "ema")}
     return {**trees, "data_state": ocp.JsonCheckpointHandler(), "config": ocp.JsonCheckpointHandler()}
 
