@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ldm_jax import hub
+from ldm_jax import compile_options, hub
 from ldm_jax import images as image_io
 from ldm_jax.convert import compvis
 from ldm_jax.diffusion.sampling import LatentSampler
@@ -59,9 +59,12 @@ class LatentDiffusionPipeline:
         self.devices = LocalDevices(variables)
         self.sampler = LatentSampler(self.ldm.apply_unet, self.ldm.schedule, self.ldm.parameterization)
         ldm = self.ldm
-        self._decode = jax.jit(lambda v, latents: ldm.decode(v["first_stage"], latents).astype(jnp.float32))
-        self._encode = jax.jit(lambda v, images: ldm.encode(v["first_stage"], images))
-        self._cond = jax.jit(lambda v, inputs: ldm.apply_cond_stage(v["cond_stage"], inputs))
+        options = compile_options.forward_only()
+        self._decode = jax.jit(lambda v, latents: ldm.decode(v["first_stage"], latents).astype(jnp.float32),
+                               compiler_options=options)
+        self._encode = jax.jit(lambda v, images: ldm.encode(v["first_stage"], images), compiler_options=options)
+        self._cond = jax.jit(lambda v, inputs: ldm.apply_cond_stage(v["cond_stage"], inputs),
+                             compiler_options=options)
 
     @property
     def config(self) -> ml_collections.ConfigDict:
