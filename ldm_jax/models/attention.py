@@ -24,6 +24,7 @@ The formulation is picked when the program is lowered (`jax.lax.platform_depende
 compiled ahead of time for a TPU from a CPU host (experiments/bench_scale.py) holds the TPU's.
 `query_chunk_size` bounds memory on any backend by attending one block of queries at a time.
 """
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,6 +38,8 @@ TPU_KERNEL_MIN_LENGTH = 1024
 TPU_KERNEL_MAX_HEAD_DIM = 256
 # Score elements per block on the CPU path (16 MiB of float32): small enough to stay in L3.
 CPU_SCORE_BLOCK = 1 << 22
+# The logical axes of (batch, length, heads, head_dim) arrays.
+HEADS_AXES = ("batch", "length", "heads", None)
 
 
 def attend(query: jax.Array, key: jax.Array, value: jax.Array, *, mask: jax.Array | None = None,
@@ -46,6 +49,14 @@ def attend(query: jax.Array, key: jax.Array, value: jax.Array, *, mask: jax.Arra
     `mask` is boolean, broadcastable to (batch, heads, q_len, kv_len), True where attention is allowed.
     The softmax runs in float32 whatever the input dtype, as the reference does.
     """
+    # Under a mesh, examples split over the batch axes and heads over `tensor` (the logical rules):
+    # otherwise XLA's SPMD partitioner takes the projections' fsdp split of the features onto the
+    # heads and replicates the arrays to undo it ("involuntary full rematerialization").
+    query, key, value = (nn.with_logical_constraint(t, HEADS_AXES) for t in (query, key, value))
+    return nn.with_logical_constraint(_attend(query, key, value, mask, is_causal, query_chunk_size), HEADS_AXES)
+
+
+def _attend(query, key, value, mask, is_causal, query_chunk_size):
     q_len = query.shape[1]
     if query_chunk_size is None or query_chunk_size >= q_len:
         return _attend_full(query, key, value, mask, is_causal)

@@ -75,3 +75,26 @@ def test_the_hand_written_gradient_equals_autodiff(monkeypatch, block):
     autodiff = jax.grad(loss(everywhere), argnums=(0, 1, 2))(q, k, v)
     for name, a, b in zip("qkv", ours, autodiff):
         np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4, err_msg=f"d{name}")
+
+
+def test_examples_stay_split_over_the_batch_axes_under_a_mesh():
+    """With the logical rules in context (a training step), attention's inputs and output are split
+    by example over data x fsdp, whatever the projections' fsdp-split kernels would suggest to XLA's
+    partitioner (which otherwise replicates the arrays to re-split them)."""
+    import flax.linen as nn
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from ldm_jax.parallel import mesh as mesh_lib
+
+    config = mesh_lib.default_mesh_config()
+    config.shape = {"data": 2, "fsdp": 4, "tensor": 1}
+    mesh, rules = mesh_lib.make_mesh(config), mesh_lib.logical_axis_rules(config)
+
+    def attend(query):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(rules):
+            return attention.attend(query, query, query)
+
+    query = jax.device_put(jnp.ones((8, 16, 2, 4)), mesh_lib.replicated(mesh))
+    out = jax.jit(attend)(query)
+    assert out.sharding.is_equivalent_to(NamedSharding(mesh, PartitionSpec(("data", "fsdp"))), out.ndim)
+    np.testing.assert_allclose(out, query)

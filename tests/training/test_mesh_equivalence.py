@@ -47,6 +47,7 @@ def test_data_parallel_fsdp_tensor_parallel_and_one_device_agree():
         losses, params = runs[name]
         np.testing.assert_allclose(losses, reference_losses, rtol=1e-5)  # losses and gradient norms
         # Adam divides by sqrt(v): where a gradient is ~0, float noise in the reduction order can flip
-        # an update's sign, so parameters agree up to the learning rate, not to float precision.
+        # an update's sign (the update moves by up to twice the learning rate), so parameters agree up to
+        # that, not to float precision.
         for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params)):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=config.optimizer.learning_rate)
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=2 * config.optimizer.learning_rate)
