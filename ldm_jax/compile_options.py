@@ -3,10 +3,10 @@
 On XLA:CPU, XLA's default MLIR fusion emitters keep compiler memory for every fusion until the whole
 program is compiled. Compiling the 64-channel SD-shaped UNet's forward raised the process's RSS by
 510 MiB with them, 140 MiB with the older emitters, and peak RSS when sampling went from 1.77x
-diffusers' to 1.18x (experiments/README.md, `bench_sampling.py`). The older emitters run a forward's
+diffusers' to 1.19x (experiments/README.md, `bench_sampling.py`). The older emitters run a forward's
 fusions as fast: the SD-width UNet's elementwise fusions took 23 ms more of a 4.4 s forward. Training
 steps keep the default, because their backward fusions ran 1.7x slower on the older emitters.
-GPU and TPU compilers take no such option, so other backends get none.
+The option is XLA:CPU's: programs for other backends get none.
 """
 import jax
 

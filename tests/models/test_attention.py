@@ -1,10 +1,14 @@
-"""attend: every CPU formulation (whole, blockwise per head and query block) equals plain softmax attention."""
+"""attend: every CPU formulation (whole, blockwise per head and query block) equals plain softmax attention,
+and under a training mesh the examples stay split over the batch axes."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
 from ldm_jax.models import attention
+from ldm_jax.parallel import mesh as mesh_lib
 
 
 def _reference(q, k, v, mask=None):
@@ -81,11 +85,6 @@ def test_examples_stay_split_over_the_batch_axes_under_a_mesh():
     """With the logical rules in context (a training step), attention's inputs and output are split
     by example over data x fsdp, whatever the projections' fsdp-split kernels would suggest to XLA's
     partitioner (which otherwise replicates the arrays to re-split them)."""
-    import flax.linen as nn
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    from ldm_jax.parallel import mesh as mesh_lib
-
     config = mesh_lib.default_mesh_config()
     config.shape = {"data": 2, "fsdp": 4, "tensor": 1}
     mesh, rules = mesh_lib.make_mesh(config), mesh_lib.logical_axis_rules(config)
