@@ -188,12 +188,14 @@ def _our_sampler(module, steps: int):
     `LatentDiffusionPipeline.sample_latents` runs (minus the device sharding of the batch): one
     jitted `lax.scan`, one UNet call per step on the [uncond; cond] batch. The progress bar is off.
     """
+    from ldm_jax import compile_options
     from ldm_jax.diffusion.sampling import LatentSampler
     from ldm_jax.diffusion.schedule import DiffusionSchedule
 
     schedule = DiffusionSchedule.create("linear", NUM_TIMESTEPS, LINEAR_START, LINEAR_END)
     model_fn = lambda variables, x, t, cond: module.apply(variables, x, t, context=cond["context"])  # noqa: E731
-    sampler = LatentSampler(model_fn, schedule, parameterization="eps")
+    sampler = LatentSampler(model_fn, schedule, parameterization="eps",
+                            jit_kwargs={"compiler_options": compile_options.forward_only()})  # as the pipeline's
 
     def sample(variables, x_T, cond, uncond, guidance):
         return sampler(variables, x_T, {"context": cond}, {"context": uncond}, sampler="ddim", steps=steps,

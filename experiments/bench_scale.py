@@ -42,7 +42,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from ldm_jax import config_files  # noqa: E402
+from ldm_jax import compile_options, config_files  # noqa: E402
 from programs import abstract_batch, peak_bytes  # noqa: E402
 from ldm_jax.diffusion.sampling import LatentSampler  # noqa: E402
 from ldm_jax.ldm import LatentDiffusion  # noqa: E402
@@ -181,7 +181,8 @@ def sample_row(model: str, batch: int, steps: int = 50, devices=None, platform: 
         cond, uncond = {"context": context}, {"context": context}
     scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=whole)
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=whole)
-    sampler = LatentSampler(ldm.apply_unet, ldm.schedule, ldm.parameterization)
+    sampler = LatentSampler(ldm.apply_unet, ldm.schedule, ldm.parameterization,  # as the pipeline's
+                            jit_kwargs={"compiler_options": compile_options.forward_only(platform or "cpu")})
     measured, traced, compiled = _compile(sampler._run, unet, latents, cond, uncond, scalar, scalar, rng, None,
                                           None, scalar, None, sampler="ddim", steps=steps, discretize="uniform",
                                           return_intermediates=False, progress=False, platform=platform)

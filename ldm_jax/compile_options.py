@@ -1,4 +1,5 @@
-"""XLA compiler options for the programs that only run a model forward: sampling, encoding, decoding.
+"""XLA compiler options for the programs that only run a model forward: sampling, encoding, decoding,
+the training stages' image logging.
 
 On XLA:CPU, XLA's default MLIR fusion emitters keep compiler memory for every fusion until the whole
 program is compiled. Compiling the 64-channel SD-shaped UNet's forward raised the process's RSS by

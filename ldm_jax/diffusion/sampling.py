@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldm_jax import compile_options
 from ldm_jax.diffusion import guidance, objectives
 from ldm_jax.diffusion.progress import ScanProgressBar
 from ldm_jax.diffusion.samplers import SamplerSpec, ddim, ddpm, dpm_solver, euler, plms
@@ -155,8 +154,8 @@ class LatentSampler:
     """A compiled `sample` for one model: built once, reused for every call (no global caches).
 
     `model_fn(params, x, t, cond)`; `params` stay a traced argument, never baked into the program.
-    `jit_kwargs` go to `jax.jit`; by default the program is compiled with the forward-only options
-    (`ldm_jax.compile_options`).
+    `jit_kwargs` go to `jax.jit`: the pipeline passes the forward-only compiler options
+    (`ldm_jax.compile_options`), which jax takes only while the sampler is not called inside another jit.
     """
 
     STATIC = ("sampler", "steps", "discretize", "return_intermediates", "progress")
@@ -179,8 +178,7 @@ class LatentSampler:
                           return_intermediates=return_intermediates,
                           progress=self.progress_bar if progress else None)
 
-        jit_kwargs = {"compiler_options": compile_options.forward_only(), **(jit_kwargs or {})}
-        self._run = jax.jit(run, static_argnames=self.STATIC, **jit_kwargs)
+        self._run = jax.jit(run, static_argnames=self.STATIC, **(jit_kwargs or {}))
 
     def __call__(self, params, x_T, cond, uncond=None, *, sampler: str = "ddim", steps: int = 50,
                  discretize: str | None = None, guidance_scale: float = 1.0, eta: float = 0.0, rng=None,

@@ -57,9 +57,10 @@ class LatentDiffusionPipeline:
         self.ldm = LatentDiffusion(config, **({} if dtype is None else {"dtype": jnp.dtype(dtype)}))
         self.variables = variables
         self.devices = LocalDevices(variables)
-        self.sampler = LatentSampler(self.ldm.apply_unet, self.ldm.schedule, self.ldm.parameterization)
-        ldm = self.ldm
         options = compile_options.forward_only()
+        self.sampler = LatentSampler(self.ldm.apply_unet, self.ldm.schedule, self.ldm.parameterization,
+                                     jit_kwargs={"compiler_options": options})
+        ldm = self.ldm
         self._decode = jax.jit(lambda v, latents: ldm.decode(v["first_stage"], latents).astype(jnp.float32),
                                compiler_options=options)
         self._encode = jax.jit(lambda v, images: ldm.encode(v["first_stage"], images), compiler_options=options)

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from ldm_jax import compile_options
 from ldm_jax.config_checks import to_plain_dict
 from ldm_jax.models import components, layers
 from ldm_jax.models.abstract import abstract_module_params
@@ -163,7 +164,7 @@ class AutoencoderStage:
         self.learning_rate = float(learning_rate)
         self.generator_tx = optimizers.make_optimizer(optimizer, self.lr_g_factor * self.learning_rate)
         self.discriminator_tx = optimizers.make_optimizer(optimizer, self.learning_rate)
-        self._log_images = jax.jit(self._log_images_impl)
+        self._log_images = jax.jit(self._log_images_impl, compiler_options=compile_options.forward_only())
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "AutoencoderStage":

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from ldm_jax import compile_options
 from ldm_jax.diffusion import objectives
 from ldm_jax.diffusion.sampling import LatentSampler
 from ldm_jax.ldm import LatentDiffusion
@@ -134,7 +135,7 @@ class LatentDiffusionStage:
             raise ValueError("diffusion.scale_by_std estimates the scale factor: diffusion.scale_factor must be 1 "
                              f"with it (the reference asserts the same), got {self.diffusion.scale_factor}")
         self.sampler = LatentSampler(self.ldm.apply_unet, self.schedule, self.diffusion.parameterization)
-        self._log_images = jax.jit(self._log_images_impl)
+        self._log_images = jax.jit(self._log_images_impl, compiler_options=compile_options.forward_only())
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "LatentDiffusionStage":
