@@ -150,7 +150,7 @@ def run_ours(args, workdir: pathlib.Path) -> dict:
     context = jnp.asarray(inputs["context"], dtype)
     batch_x = jnp.concatenate([x_T, x_T], axis=0)
 
-    # Compiled as the library compiles its sampling programs (LatentSampler, the pipeline).
+    # Compiled as the pipeline compiles its programs.
     forward = jax.jit(lambda v, x, t, c: module.apply(v, x, t, c), compiler_options=compile_options.forward_only())
     start = time.perf_counter()
     compiled_forward = forward.lower(variables, batch_x, jnp.asarray(inputs["check_timesteps"], jnp.int32),
