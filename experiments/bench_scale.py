@@ -19,10 +19,12 @@ UNet's weights replicated, as `LocalDevices` places them. Per device it reports 
     python experiments/bench_scale.py --programs sample --sample-models sd_v1 --batches 1 --cache-dir /tmp/jc  # twice
     python experiments/bench_scale.py --models configs/txt2img_f8_bert.py:tiny --meshes data=2xfsdp=4 --batches 1
     python experiments/bench_scale.py --topology v5e:2x4 --models sd_v1 --meshes fsdp=8 --batches 8   # TPU programs
+    python experiments/bench_scale.py --topology h100:8 --models sd_v1 --meshes fsdp=8 --batches 32  # GPU programs
 
 `--models` takes the names below or any `configs/<name>.py[:variant]`; a row per (program, model,
 mesh, per-device batch, precision); `--json` writes the rows too. With `--topology` the same programs are
-compiled for that TPU slice by libtpu on this host (no TPU needed): XLA:TPU's own memory figures.
+compiled on this host for a TPU slice by libtpu, or for GPUs (a target in `gpu_targets/`) by jax's CUDA
+plugin, no accelerator needed: XLA:TPU's and XLA:GPU's own memory figures.
 """
 import argparse
 import json
@@ -193,15 +195,27 @@ def sample_row(model: str, batch: int, steps: int = 50, devices=None, platform: 
             "params_m": _millions(unet)}
 
 
-def tpu_devices(topology: str):
-    """The devices of a TPU topology, for compiling on a host without TPUs (libtpu must be installed)."""
+GPU_TARGETS = pathlib.Path(__file__).resolve().parent / "gpu_targets"
+
+
+def accelerator_devices(topology: str):
+    """(devices, lowering platform) of a TPU slice ("v5e:2x4", needs libtpu) or of GPUs ("h100:8", needs
+    jax's CUDA plugin, and cuDNN for its attention), for compiling on a host that has none of them."""
     from jax.experimental import topologies
 
+    name, _, shape = topology.partition(":")
+    target = GPU_TARGETS / f"{name}.txtpb"
     try:
+        if target.exists():
+            devices = topologies.get_topology_desc(platform="cuda", target_config=target.read_text(),
+                                                   topology=f"1x1x{int(shape or 1)}").devices
+            return devices, "cuda"
         return topologies.get_topology_desc(topology_name=topology, platform="tpu").devices, "tpu"
     except Exception as error:
-        raise SystemExit(f"--topology {topology}: no TPU compiler ({error}); install libtpu "
-                         f"(pip install 'jax[tpu]') to compile for TPUs from this host") from error
+        need = ("jax's CUDA plugin (pip install 'jax[cuda12]')" if target.exists()
+                else "libtpu (pip install 'jax[tpu]')")
+        raise SystemExit(f"--topology {topology}: no compiler for it ({error}); install {need} to compile "
+                         f"for it from this host") from error
 
 
 COLUMNS = ("backend", "program", "model", "mesh", "batch", "precision", "params_m", "state_gb", "state_floor_gb",
@@ -227,19 +241,21 @@ def main(argv=None) -> int:
     parser.add_argument("--sample-models", default="sd_v1,sd_v2_v", help="the models whose sampler is compiled")
     parser.add_argument("--steps", type=int, default=50, help="sampler steps")
     parser.add_argument("--json", help="also write the rows to this file")
-    parser.add_argument("--topology", help="compile for this TPU topology instead (e.g. v5e:2x4; needs libtpu)")
+    parser.add_argument("--topology", help="compile for a TPU slice (e.g. v5e:2x4; needs libtpu) or GPUs "
+                                           f"(e.g. h100:8, of {sorted(p.stem for p in GPU_TARGETS.glob('*.txtpb'))}; "
+                                           "needs jax's CUDA plugin) instead")
     parser.add_argument("--cache-dir", help="JAX's persistent compilation cache (run twice: the second is warm)")
     args = parser.parse_args(argv)
     if args.cache_dir:
         jax.config.update("jax_compilation_cache_dir", args.cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     split = lambda text: [x for x in text.split(",") if x]  # noqa: E731
-    devices, platform = tpu_devices(args.topology) if args.topology else (None, None)
+    devices, platform = accelerator_devices(args.topology) if args.topology else (None, None)
     programs = split(args.programs)
     rows = []
 
     def report(row):
-        row["backend"] = f"tpu {args.topology}" if args.topology else "cpu x8"
+        row["backend"] = f"{platform} {args.topology}" if args.topology else "cpu x8"
         rows.append(row)
         print(json.dumps(row), flush=True)
 

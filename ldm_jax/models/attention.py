@@ -21,9 +21,11 @@
   and `parallel.local.LocalDevices.run` put their mesh in context).
 
 The formulation is picked when the program is lowered (`jax.lax.platform_dependent`), so a program
-compiled ahead of time for a TPU from a CPU host (experiments/bench_scale.py) holds the TPU's.
+compiled ahead of time for a TPU or a GPU from a CPU host (experiments/bench_scale.py) holds theirs.
 `query_chunk_size` bounds memory on any backend by attending one block of queries at a time.
 """
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -120,8 +122,8 @@ def _kernel_lowers(query) -> bool:
 
 def _attend_full(query, key, value, mask, is_causal):
     """The formulation of the platform the program is lowered for: chosen at lowering, not from the
-    default backend, so a program compiled ahead of time for a TPU on a CPU host gets the TPU's.
-    cuDNN is lowered only on a GPU host: tracing its branch needs cuDNN present."""
+    default backend, so a program compiled ahead of time for a TPU or a GPU on a CPU host gets theirs.
+    cuDNN's branch is traced only where cuDNN is installed (`cudnn_present`)."""
     def choice(platform):
         plain = mask is None and not is_causal and _kernel_lowers(query)
         return implementation(platform, query.dtype, query.shape[1], key.shape[1], query.shape[-1], plain=plain)
@@ -141,12 +143,24 @@ def _attend_full(query, key, value, mask, is_causal):
                                                 implementation=kernel)
 
     on_gpu = {}
-    if jax.default_backend() == "gpu" and choice("cuda") == "cudnn":
+    if choice("cuda") == "cudnn" and cudnn_present():
         on_gpu["cuda"] = lambda: with_xla("cudnn")
     on_tpu = {}
     if choice("tpu") == "splash":
         on_tpu["tpu"] = lambda: attention_tpu.attend_splash_per_device(query, key, value)
     return jax.lax.platform_dependent(cpu=on_cpu, **on_gpu, **on_tpu, default=with_xla)
+
+
+@functools.cache
+def cudnn_present() -> bool:
+    """Whether cuDNN's attention can be traced here: on a GPU host, or on a CPU host with jax's CUDA
+    plugin and cuDNN installed, compiling for GPUs ahead of time (experiments/bench_scale.py)."""
+    query = jax.ShapeDtypeStruct((1, 128, 1, 64), jnp.bfloat16)
+    try:
+        jax.eval_shape(lambda q: jax.nn.dot_product_attention(q, q, q, implementation="cudnn"), query)
+    except Exception:  # jax raises RuntimeError without cuDNN; other errors mean the same: not here
+        return False
+    return True
 
 
 def _scores(a, b):

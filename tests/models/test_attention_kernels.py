@@ -2,8 +2,9 @@
 kernel (run by Pallas' interpreter on the CPU) against softmax attention, forward and gradient; and
 the kernel being what a program lowered for a TPU holds.
 
-cuDNN's kernel cannot run or even be traced here (jax needs cuDNN present to trace it), so for the
-GPU only the selection is tested.
+cuDNN's kernel cannot run here, and jax traces it only where cuDNN is installed: for the GPU the
+selection is tested, and what a program lowered for CUDA holds (cuDNN's kernel where jax's CUDA plugin
+and cuDNN are installed, as for experiments/bench_scale.py --topology h100:8; XLA's attention otherwise).
 """
 import jax
 import jax.numpy as jnp
@@ -133,6 +134,19 @@ def test_the_cpu_program_never_holds_the_kernel():
     long = jax.ShapeDtypeStruct((1, 1024, 2, 64), BF16)
     text = jax.jit(_in_shard_map(attention.attend, jax.devices()[:1])).trace(long, long, long).lower().as_text()
     assert "tpu_custom_call" not in text
+
+
+def _lowered_for_cuda(fn, *args):
+    return jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+
+
+def test_a_program_lowered_for_cuda_holds_cudnn_only_where_cudnn_is_installed():
+    long = jax.ShapeDtypeStruct((1, 1024, 2, 64), BF16)
+    for fn in (attention.attend, lambda q, k, v: _grad_of_attend(q, k, v)[0]):
+        assert ("__cudnn$fmha" in _lowered_for_cuda(fn, long, long, long)) == attention.cudnn_present()
+    # float32 stays with XLA's attention wherever cuDNN is
+    wide = jax.ShapeDtypeStruct((1, 1024, 2, 64), F32)
+    assert "__cudnn$fmha" not in _lowered_for_cuda(attention.attend, wide, wide, wide)
 
 
 def _training_mesh():
