@@ -7,9 +7,9 @@
   than `jax.nn.dot_product_attention`, and faster than torch's SDPA at the UNet's shapes
   (experiments/bench_sampling.py). Without a mask the gradient is hand-written (`custom_vjp`):
   it recomputes the weights and keeps every matmul in XLA:CPU's fast form (experiments/bench_train.py).
-- CUDA GPU, float16 / bfloat16 with head_dim <= 128 in multiples of 8: cuDNN's flash attention
-  through `jax.nn.dot_product_attention`. float32 (which cuDNN's kernel does not take) and other
-  head sizes: XLA's implementation, in full float32.
+- CUDA GPU, float16 / bfloat16 with head_dim <= 128 in multiples of 8 and even lengths: cuDNN's flash
+  attention through `jax.nn.dot_product_attention`. float32 (which cuDNN's kernel does not take), other
+  head sizes and odd lengths (77 text tokens): XLA's implementation, float32 in full float32.
 - TPU, unmasked non-causal attention with both lengths >= 1024 and multiples of 128 (the UNet's and
   the autoencoder's self-attention from 32x32 latents up): the Pallas splash-attention kernel
   (`attention_tpu.py`), whose forward and gradient never hold a (q, k) score matrix in HBM. Shorter
@@ -89,8 +89,11 @@ def implementation(platform: str, dtype, q_len: int, kv_len: int, head_dim: int,
     if platform == "cpu":
         return "einsum"
     # cuDNN's flash attention takes only half precision, and head_dim <= 128 in multiples of 8 on
-    # every GPU generation; float32 stays with XLA, which keeps it in float32 ("highest").
-    if platform == "cuda" and half and head_dim % 8 == 0 and head_dim <= 128:
+    # every GPU generation; float32 stays with XLA, which keeps it in float32 ("highest"). jax 0.10.2's
+    # cuDNN gradient refuses odd lengths ("Unsupported sequence length Q 4096, KV 77": its training
+    # path always passes a bias), so cross-attention to 77 text tokens and CLIP's own stay with XLA.
+    if (platform == "cuda" and half and head_dim % 8 == 0 and head_dim <= 128
+            and q_len % 2 == 0 and kv_len % 2 == 0):
         return "cudnn"
     # The kernel pays off once one head's scores (q_len x kv_len) outgrow the TPU's on-chip memory;
     # it tiles both lengths by 128 and is given no masks. So cross-attention to 77 text tokens and

@@ -26,16 +26,21 @@ def test_the_cpu_always_takes_the_einsums(dtype, q_len, kv_len):
     assert attention.implementation("cpu", dtype, q_len, kv_len, 64, plain=False) == "einsum"
 
 
-@pytest.mark.parametrize("q_len, kv_len", [(LONG, LONG), (SHORT, SHORT), (LONG, TEXT), (TEXT, TEXT)])
+@pytest.mark.parametrize("q_len, kv_len", [(LONG, LONG), (SHORT, SHORT), (SHORT, 2 * SHORT)])
 @pytest.mark.parametrize("dtype, head_dim, expected", [
     (BF16, 64, "cudnn"), (F16, 40, "cudnn"), (F16, 128, "cudnn"),
     (BF16, 160, "xla"), (F16, 36, "xla"),  # beyond cuDNN's head sizes
     (F32, 64, "xla"),  # cuDNN's flash attention has no float32
 ])
-def test_cuda_takes_cudnn_for_half_precision_at_any_length(q_len, kv_len, dtype, head_dim, expected):
+def test_cuda_takes_cudnn_for_half_precision_at_even_lengths(q_len, kv_len, dtype, head_dim, expected):
     for plain in (True, False):  # cuDNN takes masks and causality itself
         assert attention.implementation("cuda", dtype, q_len, kv_len, head_dim, plain=plain) == expected
     assert attention.implementation("rocm", dtype, q_len, kv_len, head_dim, plain=True) == "xla"
+
+
+@pytest.mark.parametrize("q_len, kv_len", [(LONG, TEXT), (TEXT, TEXT), (LONG - 1, LONG)])
+def test_cuda_keeps_xla_at_odd_lengths_whose_cudnn_gradient_jax_refuses(q_len, kv_len):
+    assert attention.implementation("cuda", BF16, q_len, kv_len, 64, plain=True) == "xla"
 
 
 @pytest.mark.parametrize("dtype", [F32, BF16, F16])
@@ -144,6 +149,9 @@ def test_a_program_lowered_for_cuda_holds_cudnn_only_where_cudnn_is_installed():
     long = jax.ShapeDtypeStruct((1, 1024, 2, 64), BF16)
     for fn in (attention.attend, lambda q, k, v: _grad_of_attend(q, k, v)[0]):
         assert ("__cudnn$fmha" in _lowered_for_cuda(fn, long, long, long)) == attention.cudnn_present()
+    # the gradient of cross-attention to 77 text tokens lowers (with XLA's attention)
+    text = jax.ShapeDtypeStruct((1, TEXT, 2, 64), BF16)
+    assert "__cudnn$fmha" not in _lowered_for_cuda(lambda q, k, v: _grad_of_attend(q, k, v)[1], long, text, text)
     # float32 stays with XLA's attention wherever cuDNN is
     wide = jax.ShapeDtypeStruct((1, 1024, 2, 64), F32)
     assert "__cudnn$fmha" not in _lowered_for_cuda(attention.attend, wide, wide, wide)
