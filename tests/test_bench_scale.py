@@ -36,3 +36,15 @@ def test_a_sampler_row_splits_its_batch_over_the_devices_that_divide_it(batch, d
     assert row["program"] == "ddim2+cfg" and row["mesh"] == f"data={devices}" and row["batch"] == batch // devices
     assert row["state_gb"] == row["state_floor_gb"] > 0          # the UNet is replicated whole
     assert row["tflops"] > 0 and row["output_gb"] > 0
+
+
+def test_gpu_rows_compile_for_h100s_wherever_jax_has_its_cuda_plugin():
+    try:
+        devices, platform = bench_scale.accelerator_devices("h100:8")
+    except SystemExit as error:  # the CPU-only install: the message says what to install
+        assert "CUDA plugin" in str(error)
+        pytest.skip("jax's CUDA plugin is not installed")
+    assert platform == "cuda" and len(devices) == 8 and "H100" in devices[0].device_kind
+    row = bench_scale.train_row(TINY, "fsdp=8", 1, "bf16", devices, platform)
+    assert row["state_floor_gb"] <= row["state_gb"] <= 1.1 * row["state_floor_gb"]
+    assert row["alias_gb"] >= 0.99 * row["state_gb"] and row["temp_gb"] > 0

@@ -122,7 +122,6 @@ class SpatialTransformer(nn.Module):
     context_dim: int | None = None
     disable_self_attn: bool = False
     use_linear: bool = False
-    remat: bool = False
     query_chunk_size: int | None = None
     num_groups: int = 32
     dtype: Dtype = jnp.float32
@@ -148,9 +147,8 @@ class SpatialTransformer(nn.Module):
         h = h.reshape(batch, height * width, h.shape[-1])
         if self.use_linear:
             h = project(inner_dim, "proj_in")(h)
-        block = nn.remat(BasicTransformerBlock) if self.remat else BasicTransformerBlock
         for i in range(self.depth):
-            h = block(self.n_heads, self.d_head, disable_self_attn=self.disable_self_attn,
+            h = BasicTransformerBlock(self.n_heads, self.d_head, disable_self_attn=self.disable_self_attn,
                       query_chunk_size=self.query_chunk_size,
                       name=layers.indexed("transformer_blocks", i), **kw)(h, context)
         if self.use_linear:

@@ -306,10 +306,12 @@ class UNetModel(nn.Module):
         kw = dict(query_chunk_size=self.query_chunk_size, num_groups=self.num_groups, dtype=self.dtype,
                   param_dtype=self.param_dtype, name=name)
         if self.use_spatial_transformer:
-            return "context", SpatialTransformer(
-                num_heads, dim_head, depth=self.transformer_depth, context_dim=self.context_dim,
-                disable_self_attn=disable_self_attn, use_linear=self.use_linear_in_transformer,
-                remat=self.remat, **kw)
+            # Rematerialised whole, as a ResBlock: its float32 GroupNorm and the projections around the
+            # transformer blocks were otherwise kept for the backward pass (1.6 of the 2 GB SD v1 kept at
+            # batch 8, experiments/bench_scale.py).
+            cls = nn.remat(SpatialTransformer) if self.remat else SpatialTransformer
+            return "context", cls(num_heads, dim_head, depth=self.transformer_depth, context_dim=self.context_dim,
+                                  disable_self_attn=disable_self_attn, use_linear=self.use_linear_in_transformer, **kw)
         # Output blocks pass num_heads_upsample (default: num_heads); it only counts when dim_head is -1.
         heads = num_heads
         if upsample:

@@ -1,4 +1,4 @@
-"""The spatial transformer blocks: naming, projections, self- vs cross-attention, chunking, remat."""
+"""The spatial transformer blocks: naming, projections, self- vs cross-attention, chunking."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,21 +61,6 @@ def test_spatial_transformer_projections_and_options(use_linear):
     np.testing.assert_allclose(jax.jit(st.clone(query_chunk_size=4).apply)(variables, x, context), out,
                                atol=1e-5)
 
-
-
-def test_remat_keeps_values_and_gradients():
-    x = jax.random.normal(jax.random.key(2), (1, 4, 4, 32))
-    context = jax.random.normal(jax.random.key(3), (1, 3, 8))
-    st = SpatialTransformer(n_heads=2, d_head=16, use_linear=True)
-    params = _init(st, x, context)["params"]
-
-    def loss(module, params):
-        return (module.apply({"params": params}, x, context) ** 2).sum()
-
-    grads = jax.jit(jax.grad(lambda p: loss(st, p)))(params)
-    remat_grads = jax.jit(jax.grad(lambda p: loss(st.clone(remat=True), p)))(params)
-    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(remat_grads)):
-        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
 
 
 def test_context_dim_mismatch_is_named():
