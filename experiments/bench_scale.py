@@ -20,6 +20,7 @@ UNet's weights replicated, as `LocalDevices` places them. Per device it reports 
     python experiments/bench_scale.py --models configs/txt2img_f8_bert.py:tiny --meshes data=2xfsdp=4 --batches 1
     python experiments/bench_scale.py --topology v5e:2x4 --models sd_v1 --meshes fsdp=8 --batches 8   # TPU programs
     python experiments/bench_scale.py --topology h100:8 --models sd_v1 --meshes fsdp=8 --batches 32  # GPU programs
+    python experiments/bench_scale.py --models sd_v1 --meshes fsdp=8 --batches 8 --latent-cache   # from cached latents
 
 `--models` takes the names below or any `configs/<name>.py[:variant]`; a row per (program, model,
 mesh, per-device batch, precision); `--json` writes the rows too. With `--topology` the same programs are
@@ -106,8 +107,10 @@ def _compile(jitted, *args, platform: str | None = None, **kwargs) -> tuple[dict
     return _memory(compiled), traced, time.perf_counter() - start
 
 
-def train_setup(model: str, mesh_name: str, per_device_batch: int, precision: str, devices=None):
-    """(stage, mesh, rules, sharded abstract state, sharded abstract batch) of one training row."""
+def train_setup(model: str, mesh_name: str, per_device_batch: int, precision: str, devices=None,
+                latent_cache: bool = False):
+    """(stage, mesh, rules, sharded abstract state, sharded abstract batch) of one training row; with
+    `latent_cache` the batch is cached latents (and text contexts), as `data.name = "latent_cache"` reads."""
     config = with_training_defaults(load(model))
     config.precision.compute_dtype, config.precision.remat = PRECISIONS[precision]
     config.mesh.shape = MESHES[mesh_name]
@@ -116,21 +119,23 @@ def train_setup(model: str, mesh_name: str, per_device_batch: int, precision: st
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     rules = mesh_lib.logical_axis_rules(config.mesh)
     stage = stage_from_config(config)
-    batch = abstract_batch(config, stage, per_device_batch * mesh.devices.size)
+    batch = abstract_batch(config, stage, per_device_batch * mesh.devices.size, latent_cache)
     state = mesh_lib.abstract_sharded_state(stage.init_state, mesh, rules, jax.random.key(0), batch)
     return stage, mesh, rules, state, _with_sharding(batch, mesh_lib.batch_sharding(mesh))
 
 
 def train_row(model: str, mesh_name: str, per_device_batch: int, precision: str, devices=None,
-              platform: str | None = None) -> dict:
-    stage, mesh, rules, state, batch = train_setup(model, mesh_name, per_device_batch, precision, devices)
+              platform: str | None = None, latent_cache: bool = False) -> dict:
+    stage, mesh, rules, state, batch = train_setup(model, mesh_name, per_device_batch, precision, devices,
+                                                   latent_cache)
     shardings = jax.tree.map(lambda x: x.sharding, state)
     step = mesh_lib.jit_train_step(guarded_step(stage.train_step), shardings, mesh_lib.batch_sharding(mesh),
                                    mesh, rules)
     rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=mesh_lib.replicated(mesh))
     measured, traced, compiled = _compile(step, state, batch, rng, platform=platform)
     fsdp, batch_ways = mesh.shape["fsdp"], mesh.shape["data"] * mesh.shape["fsdp"]
-    row = {"program": "train", "model": model, "mesh": mesh_name, "batch": per_device_batch, "precision": precision,
+    row = {"program": "train from latents" if latent_cache else "train", "model": model, "mesh": mesh_name,
+           "batch": per_device_batch, "precision": precision,
            **measured, "trace_s": traced, "compile_s": compiled,
            "state_gb": _shard_bytes(state) / GB, "state_floor_gb": _nbytes(state) / GB / fsdp,
            "params_m": _millions(state.params)}
@@ -157,7 +162,7 @@ def residual_bytes(stage, state, batch) -> int:
 def _ldm_loss(stage, frozen, batch):
     """The LDM's loss as a function of the trainable params (the part the gradient flows through)."""
     traits = stage.ldm.traits
-    n = batch["image"].shape[0]
+    n = jax.tree.leaves(batch)[0].shape[0]
     shape = (n, traits.latent_size, traits.latent_size, traits.latent_channels)
     z0 = jnp.zeros(shape, jnp.float32)
     t = jnp.zeros((n,), jnp.int32)
@@ -247,6 +252,8 @@ def main(argv=None) -> int:
     parser.add_argument("--topology", help="compile for a TPU slice (e.g. v5e:2x4; needs libtpu) or GPUs "
                                            f"(e.g. h100:8, of {sorted(p.stem for p in GPU_TARGETS.glob('*.txtpb'))}; "
                                            "needs jax's CUDA plugin) instead")
+    parser.add_argument("--latent-cache", action="store_true",
+                        help="train on cached latents and text contexts (no first stage, no text encoder)")
     parser.add_argument("--cache-dir", help="JAX's persistent compilation cache (run twice: the second is warm)")
     args = parser.parse_args(argv)
     if args.cache_dir:
@@ -267,7 +274,8 @@ def main(argv=None) -> int:
             for mesh_name in split(args.meshes):
                 for batch in map(int, split(args.batches)):
                     for precision in split(args.precisions):
-                        report(train_row(model, mesh_name, batch, precision, devices, platform))
+                        report(train_row(model, mesh_name, batch, precision, devices, platform,
+                                         args.latent_cache))
     if "sample" in programs:
         for model in split(args.sample_models):
             for batch in map(int, split(args.batches)):

@@ -5,15 +5,27 @@ import jax
 import jax.numpy as jnp
 
 
-def abstract_batch(config, stage, global_batch: int) -> dict:
-    """ShapeDtypeStructs of one global batch of the fields the stage reads (images and conditioning)."""
+def abstract_batch(config, stage, global_batch: int, latent_cache: bool = False) -> dict:
+    """ShapeDtypeStructs of one global batch of the fields the stage reads (images and conditioning).
+
+    `latent_cache`: an LDM batch as `ldm-jax data cache-latents` writes it (KL "mean" + "std", or VQ
+    "latent", and the "context" of a frozen text encoder), so the step runs neither of them.
+    """
     if "unet" not in config.model:
         side = int(config.data.image_size)
         return {"image": jax.ShapeDtypeStruct((global_batch, side, side, 3), jnp.float32)}
     traits = stage.ldm.traits
     side = traits.latent_size * traits.factor
     batch = {"image": jax.ShapeDtypeStruct((global_batch, side, side, 3), jnp.float32)}
-    if traits.is_text:
+    if latent_cache:
+        latent = jax.ShapeDtypeStruct((global_batch, traits.latent_size, traits.latent_size, traits.latent_channels),
+                                      jnp.float32)
+        is_kl = config.model.first_stage.kind == "autoencoder_kl"
+        batch = {"mean": latent, "std": latent} if is_kl else {"latent": latent}
+    if traits.is_text and latent_cache and not stage.plan.cond_trainable:
+        width = int(config.model.unet.params.context_dim)
+        batch["context"] = jax.ShapeDtypeStruct((global_batch, caption_length(traits), width), jnp.float32)
+    elif traits.is_text:
         batch["caption_tokens"] = jax.ShapeDtypeStruct((global_batch, caption_length(traits)), jnp.int32)
     elif traits.is_class_conditional or traits.num_classes is not None:
         batch["label"] = jax.ShapeDtypeStruct((global_batch,), jnp.int32)

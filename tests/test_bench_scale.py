@@ -22,6 +22,14 @@ def test_a_train_row_shards_the_state_and_reuses_its_buffers():
     assert "| train | configs/txt2img_f8_bert.py:tiny | data=2xfsdp=4 | 1 | f32 |" in bench_scale.markdown([row])
 
 
+def test_a_row_from_a_latent_cache_does_not_run_the_first_stage():
+    _, _, _, _, batch = bench_scale.train_setup(TINY, "data=8", 1, "f32", latent_cache=True)
+    # the tiny model's BERT is trained with the UNet: its tokens stay in the batch, not a cached context
+    assert sorted(batch) == ["caption_tokens", "mean", "std"] and batch["mean"].shape[-1] == 4
+    row = bench_scale.train_row(TINY, "data=8", 1, "f32", latent_cache=True)
+    assert row["program"] == "train from latents" and row["tflops"] > 0 and 0 < row["activations_gb"]
+
+
 def test_remat_keeps_fewer_activations_for_the_backward_pass():
     kept = {}
     for precision in ("f32", "f32+remat"):
