@@ -149,8 +149,8 @@ class SpatialTransformer(nn.Module):
             h = project(inner_dim, "proj_in")(h)
         for i in range(self.depth):
             h = BasicTransformerBlock(self.n_heads, self.d_head, disable_self_attn=self.disable_self_attn,
-                      query_chunk_size=self.query_chunk_size,
-                      name=layers.indexed("transformer_blocks", i), **kw)(h, context)
+                                      query_chunk_size=self.query_chunk_size,
+                                      name=layers.indexed("transformer_blocks", i), **kw)(h, context)
         if self.use_linear:
             h = project(channels, "proj_out")(h)
         h = h.reshape(batch, height, width, h.shape[-1])

@@ -62,7 +62,6 @@ def test_spatial_transformer_projections_and_options(use_linear):
                                atol=1e-5)
 
 
-
 def test_context_dim_mismatch_is_named():
     st = SpatialTransformer(n_heads=2, d_head=16, context_dim=24, name="mid")
     with pytest.raises(ValueError, match="context has 12 features, context_dim is 24"):
